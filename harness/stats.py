@@ -129,6 +129,10 @@ def ci_half_width_rel(samples: ArrayLike) -> float:
     return max(median - lo, hi - median) / median
 
 
+# The smallest n whose [min, max] covers the median with probability >= 95% (1 - 2^(1-n)).
+MIN_SAMPLES_FOR_CI = 6
+
+
 def should_stop(
     samples: Sequence[float],
     min_reps: int,
@@ -142,7 +146,9 @@ def should_stop(
     Precedence: max_reps is a hard cap; below min_reps we always continue (even past the time
     budget: the worker's own timeout is the backstop for a step that is simply too slow); otherwise
     stop once the time budget is spent or the CI of the median is within ±target_ci of it.
-    With fewer than 6 samples the 95% CI is [min, max], so the CI rule rarely fires that early.
+    The CI rule needs MIN_SAMPLES_FOR_CI samples: below that [min, max] is all there is, and three
+    samples within ±2% of each other happen often by chance (that interval covers the median only
+    75% of the time), so stopping on it would report a 95% CI that is not one.
     """
     n = len(samples)
     if n >= max_reps:
@@ -151,7 +157,7 @@ def should_stop(
         return False
     if elapsed >= max_seconds:
         return True
-    return ci_half_width_rel(samples) <= target_ci
+    return n >= MIN_SAMPLES_FOR_CI and ci_half_width_rel(samples) <= target_ci
 
 
 # ---- ratios of medians ----------------------------------------------------------------------

@@ -95,6 +95,13 @@ def test_should_stop_precedence() -> None:
     assert not stats.should_stop(wide, min_reps=5, max_reps=50, elapsed=1.0, **kw)
     assert stats.should_stop(wide, min_reps=5, max_reps=50, elapsed=10.0, **kw)
     assert stats.should_stop(wide, min_reps=5, max_reps=10, elapsed=1.0, **kw)
+    # Below 6 samples no order-statistic interval is a 95% CI, so a tight spread alone cannot stop
+    # the loop (three samples within ±2% happen often by chance); the budget still can.
+    assert not stats.should_stop(tight[:5], min_reps=3, max_reps=50, elapsed=1.0, **kw)
+    assert stats.should_stop(tight[:6], min_reps=3, max_reps=50, elapsed=1.0, **kw)
+    assert stats.should_stop(tight[:3], min_reps=3, max_reps=50, elapsed=10.0, **kw)
+    assert stats.median_ci_ranks(stats.MIN_SAMPLES_FOR_CI) == (0, stats.MIN_SAMPLES_FOR_CI - 1)
+    assert 1 - 2.0 ** (1 - stats.MIN_SAMPLES_FOR_CI) >= 0.95 > 1 - 2.0 ** (2 - stats.MIN_SAMPLES_FOR_CI)
     # max_reps is a hard cap even if misconfigured below min_reps.
     assert stats.should_stop(wide[:3], min_reps=5, max_reps=3, elapsed=0.0, **kw)
 
