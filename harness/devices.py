@@ -44,6 +44,9 @@ class Device(Protocol):
     def allocated_bytes(self) -> int | None: ...
 
 
+_CPU_MEMORY_METHOD = "torch.profiler allocation events (CPU allocator)"
+
+
 class CpuDevice:
     name = "cpu"
 
@@ -61,22 +64,31 @@ class CpuDevice:
     def step_memory(self, step: Step) -> StepMemory:
         """Peak bytes held by torch's CPU allocator during one step.
 
-        The profiler's allocation events carry the allocator's running total since profiling
-        began, so their maximum is the step's peak above its starting level. It sees every c10
-        allocation (kernel workspaces included), unlike tracking op outputs from Python.
+        The profiler's allocation events carry the CPU allocator's running total of the blocks
+        it has seen allocated while any profiling session was on. It sees every c10 allocation
+        (kernel workspaces included), unlike tracking op outputs from Python. That total lives as
+        long as the process: a block allocated under an earlier session and freed since, outside
+        one, is never subtracted (the gradients of the previous variant's instrumented training
+        step, say). So the peak is taken above the level the total had when this step began.
         """
         from torch._C._profiler import _EventType
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             step()
-        peak, stack = 0, list(prof.profiler.kineto_results.experimental_event_tree())
+        events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
         while stack:
             event = stack.pop()
             stack.extend(event.children)
             if event.tag == _EventType.Allocation:
-                peak = max(peak, event.extra_fields.total_allocated)
-        return StepMemory(int(peak), None, "torch.profiler allocation events (CPU allocator)")
+                events.append((event.start_time_ns, event.extra_fields.total_allocated, event.extra_fields.alloc_size))
+        if not events:
+            return StepMemory(0, None, _CPU_MEMORY_METHOD)
+        events.sort()
+        _, first_total, first_size = events[0]
+        start_level = first_total - first_size  # the running total just before the step's first event
+        peak = max(total for _, total, _ in events) - start_level
+        return StepMemory(int(max(peak, 0)), None, _CPU_MEMORY_METHOD)
 
     def allocated_bytes(self) -> int | None:
         return None  # the CPU allocator keeps no running total outside the profiler

@@ -147,6 +147,29 @@ def test_cpu_step_peak_memory_matches_known_allocation_pattern() -> None:
     assert abs(peak - 28 * mib) <= 0.10 * 28 * mib, peak / mib
 
 
+def test_cpu_step_peak_ignores_blocks_left_by_an_earlier_measurement() -> None:
+    """A worker measures several variants; the allocator's profiled total outlives each session.
+
+    A training step ends with its gradients alive; they are freed later, outside any profiling
+    session, so the running total never drops by them. The next variant's peak must not include
+    them.
+    """
+    mib = 1 << 20
+    left_behind: list[torch.Tensor] = []
+
+    def step() -> None:
+        left_behind.append(torch.ones(6 * mib // 4))  # outlives the step, like gradients
+        scratch = torch.ones(10 * mib // 4)            # 16 MiB held: the peak
+        del scratch
+
+    device = CpuDevice()
+    peaks = []
+    for _ in range(3):
+        peaks.append(device.step_memory(step).peak_bytes)
+        left_behind.clear()  # freed outside any profiling session
+    assert all(abs(p - 16 * mib) <= 0.10 * 16 * mib for p in peaks), [p / mib for p in peaks]
+
+
 def test_results_rows_follow_the_contract(tmp_path: Path) -> None:
     from harness.schema import RESULT_FIELDS
 
