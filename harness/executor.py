@@ -71,7 +71,11 @@ def _timeout_message(timeout: float) -> str:
 
 
 # ---- fork-server workers (default) ------------------------------------------------------------
-_PRELOAD = ["torch", "harness.worker", "harness.measure_speed", "models.transformer"]
+# Pure-Python imports only (they start no threads). torch._dynamo and torch._inductor.config are
+# imported lazily by AdamW's constructor and by the first torch.profiler start: about 1 s each
+# time, paid by every worker (every point) unless the server has them already.
+_PRELOAD = ["torch", "torch._dynamo", "torch._inductor.config", "torch.profiler", "torch.utils.flop_counter",
+            "harness.worker", "harness.measure_speed", "harness.telemetry", "models.transformer", "models.flops"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from harness.schema import AccuracyConfig, MeasureConfig, PointTask
+from harness.stats import MIN_SAMPLES_FOR_CI
 from models.config import REUSE_KEYS, TransformerConfig
 
 if TYPE_CHECKING:
@@ -204,8 +205,8 @@ def estimate_seconds(tasks: Iterable[PointTask], measure: MeasureConfig | None =
 
     A worker server start per run and a worker per point, then per task: the warmup steps (the
     memory and flops passes ride on the last of them, see harness/measure_speed.py), the timed
-    steps and the accuracy training runs. Timed steps are min_reps (the loop stops there once
-    timings agree), or with `worst_case` as many as max_reps or max_seconds allow (timings that
+    steps and the accuracy training runs. Timed steps are min_reps, or 6 when the budget allows
+    (the fewest from which the CI rule may stop the loop, once timings agree), or with `worst_case` as many as max_reps or max_seconds allow (timings that
     never settle). `measure` overrides each task's own measure config.
     Step times come from FLOPs at an assumed throughput, so expect a factor of ~2 either way.
     """
@@ -217,12 +218,11 @@ def estimate_seconds(tasks: Iterable[PointTask], measure: MeasureConfig | None =
         m = measure or task.measure
         # seq_len 0: an accuracy-only suite whose task picks its own length; no speed steps run.
         step = _step_seconds(task, task.mode, task.seq_len) if task.seq_len > 0 else 0.0
-        # measure_speed runs at least one warmup step, two in train mode when one is instrumented
-        # (the optimizer allocates its state on the first update).
-        instrumented = bool({"memory", "flops"} & set(task.metrics))
-        seconds = max(m.warmup, 2 if instrumented and task.mode == "train" else 1) * step
+        # measure_speed runs at least one warmup step (the memory and flops passes ride on it).
+        seconds = max(m.warmup, 1) * step
         if "time" in task.metrics:
-            timed = m.min_reps * step
+            # The CI rule can stop the loop only from MIN_SAMPLES_FOR_CI samples; the budget earlier.
+            timed = max(m.min_reps * step, min(MIN_SAMPLES_FOR_CI * step, m.max_seconds, m.max_reps * step))
             seconds += max(timed, min(m.max_reps * step, m.max_seconds)) if worst_case else timed
         if "accuracy" in task.metrics and task.accuracy is not None:
             # The accuracy task may pick its own length (seq_len 0); assume 128 tokens then.
