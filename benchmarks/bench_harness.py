@@ -6,12 +6,13 @@
    fresh worker process (target: CV <= 2%);
 3. overhead: the share of a suite's wall time not spent in timed steps (target: <= 15%).
 
-    python benchmarks/bench_harness.py [--suite suites/seq_len.yaml] [--skip-suite]
+    python benchmarks/bench_harness.py [--suite suites/seq_len.yaml] [--only agreement,spread,overhead]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -35,10 +36,10 @@ MODEL = dict(d_model=256, n_heads=8, n_layers=6, d_ff=1024, vocab_size=1024, bac
 MEASURE = MeasureConfig(warmup=2, min_reps=5, max_reps=200, target_ci=0.01, max_seconds=3.0, timeout=300, threads=2)
 
 
-def _task(seq_len: int, mode: str) -> PointTask:
+def _task(seq_len: int, mode: str, threads: int) -> PointTask:
     return PointTask(point_id=f"bench-{mode}-n{seq_len}", variant="baseline", model="baseline", model_config=MODEL,
                      axes={}, device="cpu", mode=mode, seq_len=seq_len, batch_size=4, seed=0,
-                     metrics=("time",), measure=MEASURE)
+                     metrics=("time",), measure=dataclasses.replace(MEASURE, threads=threads))
 
 
 def agreement(seq_len: int, mode: str, rounds: int) -> tuple[float, float]:
@@ -63,10 +64,10 @@ def agreement(seq_len: int, mode: str, rounds: int) -> tuple[float, float]:
     return statistics.median(ours), statistics.median(theirs)
 
 
-def spread(seq_len: int, mode: str, repeats: int) -> list[float]:
+def spread(seq_len: int, mode: str, repeats: int, threads: int) -> list[float]:
     executor, medians = LocalProcessExecutor(), []
     for _ in range(repeats):
-        (row,) = executor.run([_task(seq_len, mode)], timeout=300)
+        (row,) = executor.run([_task(seq_len, mode, threads)], timeout=300)
         if row["status"] != "ok":
             raise RuntimeError(row["error"])
         medians.append(row["time_ms_median"])
@@ -80,40 +81,56 @@ def overhead(suite: Path) -> dict[str, float]:
     started = time.perf_counter()
     run = RunDir(run_suite(suite, output_dir=ROOT / "reports" / "bench", report=False))
     wall = time.perf_counter() - started
-    rows = run.rows()
+    rows = [r for r in run.rows() if r.get("status") == "ok"]
     timed = sum(r.get("timed_s") or 0.0 for r in rows)
     warmup = sum(r.get("warmup_s") or 0.0 for r in rows)
+    # Is one (instrumented) warm-up step enough? The first timed step should look like the rest.
+    first_vs_median = [r["time_ms_samples"][0] / r["time_ms_median"] for r in rows if r.get("time_ms_samples")]
     return {"wall_s": wall, "timed_s": timed, "warmup_s": warmup, "share_not_timed": 1 - timed / wall,
-            "run_dir": str(run.path)}
+            "share_not_measured": 1 - (timed + warmup) / wall, "rows": len(rows),
+            "first_vs_median": statistics.median(first_vs_median),
+            "first_slow": sum(f > 1.10 for f in first_vs_median), "run_dir": str(run.path)}
+
+
+FIGURES = ("agreement", "spread", "overhead")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=ROOT / "suites" / "seq_len.yaml")
-    parser.add_argument("--skip-suite", action="store_true", help="skip the (5-minute) overhead figure")
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {', '.join(FIGURES)}")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", default="2,1", help="thread counts for the spread figure")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, threads {MEASURE.threads}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    only = set(args.only.split(","))
+    print(f"torch {torch.__version__}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
-    print("\n1. harness median vs torch.utils.benchmark blocked_autorange (same process, alternating)")
-    print(f"   {'workload':<28} {'harness ms':>11} {'torch ms':>9} {'diff':>7}")
-    for seq_len, mode in [(128, "forward"), (512, "forward"), (256, "train")]:
-        ours, theirs = agreement(seq_len, mode, args.rounds)
-        print(f"   {'baseline sdpa ' + mode + ' n=' + str(seq_len):<28} {ours:>11.2f} {theirs:>9.2f} "
-              f"{(ours / theirs - 1) * 100:>+6.1f}%")
+    if "agreement" in only:
+        print(f"\n1. harness median vs torch.utils.benchmark blocked_autorange (same process, alternating, "
+              f"{MEASURE.threads} threads)")
+        print(f"   {'workload':<28} {'harness ms':>11} {'torch ms':>9} {'diff':>7}")
+        for seq_len, mode in [(128, "forward"), (512, "forward"), (256, "train")]:
+            ours, theirs = agreement(seq_len, mode, args.rounds)
+            print(f"   {'baseline sdpa ' + mode + ' n=' + str(seq_len):<28} {ours:>11.2f} {theirs:>9.2f} "
+                  f"{(ours / theirs - 1) * 100:>+6.1f}%")
 
-    print("\n2. median over 5 runs of one point, each in a fresh worker process")
-    for seq_len, mode in [(512, "forward"), (256, "train")]:
-        medians = spread(seq_len, mode, 5)
-        cv = statistics.stdev(medians) / statistics.mean(medians)
-        print(f"   baseline sdpa {mode} n={seq_len}: medians {', '.join(f'{m:.2f}' for m in medians)} ms; "
-              f"CV {cv * 100:.2f}%")
+    if "spread" in only:
+        print("\n2. median over 5 runs of one point, each in a fresh worker process")
+        for threads in (int(t) for t in args.threads.split(",")):
+            for seq_len, mode in [(512, "forward"), (256, "train")]:
+                medians = spread(seq_len, mode, 5, threads)
+                cv = statistics.stdev(medians) / statistics.mean(medians)
+                print(f"   {threads} thread(s), baseline sdpa {mode} n={seq_len}: medians "
+                      f"{', '.join(f'{m:.2f}' for m in medians)} ms; CV {cv * 100:.2f}%")
 
-    if not args.skip_suite:
+    if "overhead" in only:
         print(f"\n3. share of suite wall time not in timed steps: {args.suite}")
         o = overhead(args.suite)
         print(f"   wall {o['wall_s']:.1f} s, timed steps {o['timed_s']:.1f} s, warm-up/instrumented steps "
-              f"{o['warmup_s']:.1f} s -> not timed {o['share_not_timed'] * 100:.1f}%  ({o['run_dir']})")
+              f"{o['warmup_s']:.1f} s -> not timed {o['share_not_timed'] * 100:.1f}%, not in any measured step "
+              f"{o['share_not_measured'] * 100:.1f}%  ({o['run_dir']})")
+        print(f"   first timed step / median over {o['rows']} rows: median {o['first_vs_median']:.3f}; "
+              f"{o['first_slow']} rows with the first step > 10% slower")
     return 0
 
 

@@ -71,11 +71,7 @@ def _timeout_message(timeout: float) -> str:
 
 
 # ---- fork-server workers (default) ------------------------------------------------------------
-# Pure-Python imports only (they start no threads). torch._dynamo and torch._inductor.config are
-# imported lazily by AdamW's constructor and by the first torch.profiler start: about 1 s each
-# time, paid by every worker (every point) unless the server has them already.
-_PRELOAD = ["torch", "torch._dynamo", "torch._inductor.config", "torch.profiler", "torch.utils.flop_counter",
-            "harness.worker", "harness.measure_speed", "harness.telemetry", "models.transformer", "models.flops"]
+_PRELOAD = ["harness.preload"]  # torch and the measuring code, then gc.freeze(): see there
 
 
 @functools.lru_cache(maxsize=1)

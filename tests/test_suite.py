@@ -141,11 +141,11 @@ def test_every_shipped_suite_loads() -> None:
         load_suite(path)
 
 
-def test_shipped_seq_len_suite_is_the_documented_example_with_a_smaller_budget(tmp_path: Path) -> None:
+def test_shipped_seq_len_suite_is_the_documented_example_with_its_own_budget(tmp_path: Path) -> None:
     shipped, example = load_suite(ROOT / "suites" / "seq_len.yaml"), load_suite(write(tmp_path, EXAMPLE))
     same = ("name", "description", "model", "variants", "sweep", "metrics", "seed")
     assert all(getattr(shipped, f) == getattr(example, f) for f in same)
-    assert (shipped.measure.max_seconds, shipped.measure.max_reps) == (4.0, 30)
+    assert (shipped.measure.warmup, shipped.measure.max_seconds, shipped.measure.max_reps) == (1, 7.0, 50)
 
 
 def test_list_suites_lists_shipped_and_flags_broken_ones(tmp_path: Path) -> None:
