@@ -9,8 +9,9 @@ Order of work, all in the worker process:
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -120,7 +121,9 @@ def _instrumented_step(task: PointTask, device: Device, step: Callable[[], objec
 
 
 def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None,
-                  profile: str | None = None) -> dict[str, Any]:
+                  profile: str | None = None, between_steps: Callable[[], None] | None = None) -> dict[str, Any]:
+    """`between_steps`: called after each timed step (a lockstep A/B run gives the machine to the
+    other version's worker there, see harness/turns.py)."""
     m = task.measure
     if m.threads is not None:
         torch.set_num_threads(m.threads)
@@ -154,7 +157,7 @@ def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None
     row["warmup_s"] = time.perf_counter() - setup_started
 
     if "time" in task.metrics:
-        row.update(timed_steps(task, device, step))
+        row.update(timed_steps(task, device, step, between_steps))
     if profile == "torch" and artifacts is not None:
         from harness.profiling.torch_profile import profile_steps
 
@@ -166,18 +169,26 @@ def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None
     return row
 
 
-def timed_steps(task: PointTask, device: Device, step: Callable[[], object]) -> dict[str, Any]:
-    """Timed steps until the CI target or the budget (py-spy flame graphs are rooted here)."""
-    from harness.telemetry import open_telemetry
+def timed_steps(task: PointTask, device: Device, step: Callable[[], object],
+                between_steps: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Timed steps until the CI target or the budget (py-spy flame graphs are rooted here).
 
+    The budget counts this worker's own time only: in a lockstep run the time spent waiting while
+    the other worker steps (inside `between_steps`) is not ours. Telemetry is skipped there, as
+    its window would hold the other worker's steps too.
+    """
     m = task.measure
     samples: list[float] = []
-    started = time.perf_counter()
-    with open_telemetry(task.device) as telemetry, telemetry.window() as window:
+    started, waited = time.perf_counter(), 0.0
+    with _telemetry_window(task, lockstep=between_steps is not None) as window:
         while True:
             samples.append(device.time_step_ms(step))
+            if between_steps is not None:
+                paused = time.perf_counter()
+                between_steps()
+                waited += time.perf_counter() - paused
             if should_stop(samples, m.min_reps, m.max_reps, m.target_ci,
-                           time.perf_counter() - started, m.max_seconds):
+                           time.perf_counter() - started - waited, m.max_seconds):
                 break
     s = summarize(samples)
     tokens = task.batch_size * task.seq_len
@@ -187,6 +198,17 @@ def timed_steps(task: PointTask, device: Device, step: Callable[[], object]) -> 
         "time_ms_n": s.n, "time_ms_samples": samples,
         "tokens_per_s": tokens / (s.median / 1e3) if s.median > 0 else None,
         "timed_s": sum(samples) / 1e3,
-        **window.summary(len(samples)),
+        **(window.summary(len(samples)) if window is not None else
+           {"telemetry_note": "not taken in a lockstep run: the window would hold the other worker's steps"}),
     }
 
+
+@contextmanager
+def _telemetry_window(task: PointTask, lockstep: bool) -> Iterator[Any]:
+    if lockstep:
+        yield None
+        return
+    from harness.telemetry import open_telemetry
+
+    with open_telemetry(task.device) as telemetry, telemetry.window() as window:
+        yield window

@@ -17,10 +17,11 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.jsonl import append_row
 from harness.schema import RESULT_FIELDS, PointTask
+from harness.turns import Turns
 
 
 def base_row(task: PointTask) -> dict[str, Any]:
@@ -40,7 +41,8 @@ def base_row(task: PointTask) -> dict[str, Any]:
     return row
 
 
-def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | None = None) -> dict[str, Any]:
+def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | None = None,
+                 between_steps: Callable[[], None] | None = None) -> dict[str, Any]:
     row = base_row(task)
     from harness.devices import get_device
 
@@ -54,22 +56,30 @@ def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | 
         return {**row, **measure_accuracy(task)}
     from harness.measure_speed import measure_speed
 
-    return {**row, **measure_speed(task, device, artifacts=artifacts, profile=profile)}
+    return {**row, **measure_speed(task, device, artifacts=artifacts, profile=profile, between_steps=between_steps)}
 
 
 def run_tasks(tasks: list[PointTask], out: Path, artifacts: Path | None, profile: str | None) -> None:
-    for task in tasks:
-        started = time.time()
-        try:
-            row = measure_task(task, artifacts=artifacts, profile=profile)
-        except Exception as exc:  # one variant's failure must not cost the others
-            row = {**base_row(task), "status": "failed",
-                   "error": f"{type(exc).__name__}: {exc}".strip(),
-                   "traceback": traceback.format_exc(limit=8)}
-        row["worker_pid"] = os.getpid()
-        row["started_at"], row["duration_s"] = started, time.time() - started
-        append_row(out, row)
-        gc.collect()  # free the model and activations before the next variant is measured
+    turns = Turns.from_env()  # inactive unless a lockstep A/B run conducts this worker
+    turns.wait()
+    try:
+        for task in tasks:
+            started = time.time()
+            try:
+                row = measure_task(task, artifacts=artifacts, profile=profile,
+                                   between_steps=turns.give_back if turns.active else None)
+            except Exception as exc:  # one variant's failure must not cost the others
+                row = {**base_row(task), "status": "failed",
+                       "error": f"{type(exc).__name__}: {exc}".strip(),
+                       "traceback": traceback.format_exc(limit=8)}
+            row["worker_pid"] = os.getpid()
+            row["started_at"], row["duration_s"] = started, time.time() - started
+            if turns.active:
+                row["lockstep"] = True
+            append_row(out, row)
+            gc.collect()  # free the model and activations before the next variant is measured
+    finally:
+        turns.finish()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from harness.devices import get_device
 from harness.envinfo import environment
 from harness.gate.forkserver import ForkServerExecutor
 from harness.gate.git import git, repo_root, resolve_rev, worktree
+from harness.gate.lockstep import lockstep_round, supports_lockstep
 from harness.runner import points
 from harness.schema import PointTask
 from harness.store import FORMAT_VERSION, RunDir, now_iso
@@ -67,6 +68,8 @@ def merge_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if peaks:
         merged["peak_mem_bytes"] = max(peaks)  # the worst round: a peak is a bound, not an average
     merged["ab_rounds"] = len(ok)
+    # Every round in lockstep: sample i of this row and of the other side's were taken back to back.
+    merged["ab_lockstep"] = all(r.get("lockstep") for r in ok)
     merged["ab_round_medians"] = [r.get("time_ms_median") for r in ok]
     # Which pooled samples came from which round (in order): lets the gate resample whole rounds.
     merged["ab_round_sizes"] = [sum(x is not None for x in r.get("time_ms_samples") or []) for r in ok]
@@ -92,12 +95,20 @@ def _per_round(task: PointTask, rounds: int, first_round: bool) -> PointTask:
         measure, warmup=measure.warmup + ("flops" in task.metrics)))
 
 
-def _measure(point: list[PointTask], executor: ForkServerExecutor, rounds: int,
-             first_round: bool) -> list[dict[str, Any]]:
+def _measure_round(point: list[PointTask], executors: Sequence[ForkServerExecutor], order: list[int], rounds: int,
+                   first_round: bool, lockstep: bool) -> list[list[dict[str, Any]]]:
+    """One round of one point: rows per side, the sides measured in `order` or taking turns."""
     reason = get_device(point[0].device).availability()
     if reason is not None:
-        return [{**base_row(t), "status": "skipped", "error": reason} for t in point]
-    return executor.run([_per_round(t, rounds, first_round) for t in point], point[0].measure.timeout)
+        return [[{**base_row(t), "status": "skipped", "error": reason} for t in point] for _ in executors]
+    tasks = [_per_round(t, rounds, first_round) for t in point]
+    timeout = point[0].measure.timeout
+    if lockstep:
+        return lockstep_round([tasks] * len(executors), executors, order, timeout)
+    rows: list[list[dict[str, Any]]] = [[] for _ in executors]
+    for s in order:
+        rows[s] = executors[s].run(tasks, timeout)
+    return rows
 
 
 def _order(n_sides: int, point_index: int, round_index: int) -> list[int]:
@@ -123,6 +134,9 @@ def interleave(suite: Suite, sides: Sequence[Side], rounds: int, output_dir: Pat
     tasks = expand(suite)
     if only is not None:
         tasks = [t for point in points(tasks) if any(t.point_id in only for t in point) for t in point]
+    # Lockstep (the sides' workers alive at once, timed steps alternating one for one) needs every
+    # tree to take turns; an older revision's workers do not, and then the rounds alternate instead.
+    lockstep = len(sides) > 1 and all(supports_lockstep(side.root) for side in sides)
     runs = [RunDir.create(Path(output_dir), f"{suite.name}-ab-{side.label}") for side in sides]
     for side, run in zip(sides, runs):
         run.write_manifest({
@@ -132,7 +146,7 @@ def interleave(suite: Suite, sides: Sequence[Side], rounds: int, output_dir: Pat
             "profile": None, "n_tasks": len(tasks), "started_at": now_iso(), "finished_at": None,
             "status": "running", "sessions": [{"started_at": now_iso(), "argv": sys.argv[1:]}],
             "ab": {"pair_id": pair_id, "side": side.label, "sides": [s.label for s in sides],
-                   "rounds": rounds, "code_root": str(side.root), **(extra_manifest or {})},
+                   "rounds": rounds, "lockstep": lockstep, "code_root": str(side.root), **(extra_manifest or {})},
         })
     groups = points(tasks)
     counts: list[dict[str, int]] = [{} for _ in sides]
@@ -141,7 +155,7 @@ def interleave(suite: Suite, sides: Sequence[Side], rounds: int, output_dir: Pat
         if executors is None:
             executors = [stack.enter_context(ForkServerExecutor(side.root, side.env)) for side in sides]
         try:
-            _interleave_points(groups, sides, executors, runs, rounds, counts, progress)
+            _interleave_points(groups, sides, executors, runs, rounds, counts, progress, lockstep)
         except KeyboardInterrupt:
             status = "interrupted"
             raise
@@ -152,15 +166,18 @@ def interleave(suite: Suite, sides: Sequence[Side], rounds: int, output_dir: Pat
 
 
 def _interleave_points(groups: list[list[PointTask]], sides: Sequence[Side], executors: Sequence[ForkServerExecutor],
-                       runs: list[RunDir], rounds: int, counts: list[dict[str, int]], progress: bool) -> None:
+                       runs: list[RunDir], rounds: int, counts: list[dict[str, int]], progress: bool,
+                       lockstep: bool) -> None:
     for index, point in enumerate(groups):
         collected: list[list[dict[str, Any]]] = [[] for _ in sides]
         for r in range(rounds):
-            for s in _order(len(sides), index, r):
-                if progress:
-                    print(f"[{index + 1}/{len(groups)}] {_describe(point[0])}  round {r + 1}/{rounds}  "
-                          f"{sides[s].label}", file=sys.stderr, flush=True)
-                collected[s] += _measure(point, executors[s], rounds, first_round=r == 0)
+            order = _order(len(sides), index, r)
+            if progress:
+                who = " and ".join(sides[s].label for s in order) + (" in lockstep" if lockstep else "")
+                print(f"[{index + 1}/{len(groups)}] {_describe(point[0])}  round {r + 1}/{rounds}  {who}",
+                      file=sys.stderr, flush=True)
+            for s, rows in enumerate(_measure_round(point, executors, order, rounds, r == 0, lockstep)):
+                collected[s] += rows
         for s, run in enumerate(runs):
             for variant in dict.fromkeys(row["variant"] for row in collected[s]):
                 row = merge_rounds([x for x in collected[s] if x["variant"] == variant])

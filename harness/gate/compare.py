@@ -21,8 +21,8 @@ import pandas as pd
 
 from harness.analysis import Run, comparisons
 from harness.gate.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
-from harness.gate.verdict import (Contrast, Verdict, adjust, decide, decide_exact, decide_percent, ratio_of_ratios,
-                                  time_change)
+from harness.gate.verdict import (Contrast, Verdict, adjust, decide, decide_exact, decide_percent, paired_contrast,
+                                  paired_logs, ratio_of_ratios, time_change)
 
 Context = Literal["stored", "interleaved"]
 EXACT_METRICS: tuple[str, ...] = tuple(m for m, kind in METRIC_KINDS.items() if kind == "exact")
@@ -104,6 +104,12 @@ def infer_context(base: Run, cand: Run) -> Context:
     return "interleaved" if a.get("pair_id") and a.get("pair_id") == b.get("pair_id") else "stored"
 
 
+def in_lockstep(base: Run, cand: Run) -> bool:
+    """Both sides of one lockstep `harness gate --against` measurement: timings pair up step by step."""
+    a, b = base.manifest.get("ab") or {}, cand.manifest.get("ab") or {}
+    return bool(a.get("pair_id") and a.get("pair_id") == b.get("pair_id") and a.get("lockstep") and b.get("lockstep"))
+
+
 def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None = None) -> Comparison:
     context = context or infer_context(base, cand)
     fp_base, fp_cand = fingerprint(base), fingerprint(cand)
@@ -115,10 +121,11 @@ def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None =
         raise NothingToCompare(f"no measured row of the baseline {base.path} appears in {cand.path}: "
                                "are both runs of the same suite (and model config)?")
     common = {"context": context, "same_machine": same_machine}
+    paired = in_lockstep(base, cand)
     for key, brow in ok_base.items():
-        result.checks += _row_checks(brow, cand_rows.get(key), policy, common, fp_base, fp_cand)
+        result.checks += _row_checks(brow, cand_rows.get(key), policy, common, fp_base, fp_cand, paired)
     result.new_rows = sum(1 for k, r in cand_rows.items() if r.get("status") == "ok" and k not in ok_base)
-    result.checks += _ratio_checks(base, cand, policy, common)
+    result.checks += _ratio_checks(base, cand, policy, common, paired)
     _judge_statistical(result.checks, policy)
     return result
 
@@ -186,8 +193,16 @@ def _fields(row: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
             **{k: _clean(row.get(k)) for k in ROW_FIELDS}, **common}
 
 
+def _pairs(rows: list[dict[str, Any]], paired: bool) -> list[list[np.ndarray]] | None:
+    """Per-round pair log ratios of (base, cand) row pairs measured in lockstep; None if any is not."""
+    if not paired or not all(r.get("ab_lockstep") for r in rows):
+        return None
+    pairs = [paired_logs(_rounds(b), _rounds(c)) for b, c in zip(rows[::2], rows[1::2])]
+    return None if any(p is None for p in pairs) else pairs  # type: ignore[return-value]
+
+
 def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Policy, common: dict[str, Any],
-                fp_base: str | None, fp_cand: str | None) -> list[Check]:
+                fp_base: str | None, fp_cand: str | None, paired: bool = False) -> list[Check]:
     fields = _fields(brow, common)
 
     def make(metric: str, base: Any, cand: Any, **kw: Any) -> Check:
@@ -228,6 +243,9 @@ def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Polic
         elif min(bs.size, cs.size) < policy.min_samples:
             check.note = f"fewer than min_samples={policy.min_samples} samples"
             check.ratio = float(np.median(cs)) / float(np.median(bs))
+        elif (pairs := _pairs([brow, crow], paired)) is not None:
+            check.ratio, check.ci_low, check.ci_high, check.p = paired_contrast(pairs, [1], policy.confidence).as_tuple()
+            check.note = "lockstep: step-by-step pairs"
         else:
             check.ratio, check.ci_low, check.ci_high, check.p = time_change(_rounds(brow), _rounds(crow),
                                                                             policy.confidence)
@@ -245,7 +263,7 @@ def _ratio(base: Any, cand: Any) -> float:
 
 
 # ---- within-run ratio checks -------------------------------------------------------------------
-def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any]) -> list[Check]:
+def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any], paired: bool = False) -> list[Check]:
     """Speedup and efficiency of every reuse row against every baseline at its point."""
     base_comps, cand_comps = comparisons(base.results), comparisons(cand.results)
     if base_comps.empty or cand_comps.empty:
@@ -267,6 +285,10 @@ def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any]) 
         if min(s.size for s in samples) < policy.min_samples:
             contrast = Contrast(_ratio(comp["speedup"], other["speedup"]), math.nan, math.nan, math.nan, math.nan, None)
             note = f"fewer than min_samples={policy.min_samples} samples"
+        elif (pairs := _pairs([pair[0], pair[2], pair[1], pair[3]], paired)) is not None:
+            # speedup_cand / speedup_base = (reference change) / (reuse change), pair by pair
+            contrast = paired_contrast(pairs, [1, -1], confidence=policy.confidence)
+            note = "lockstep: step-by-step pairs"
         else:
             contrast = ratio_of_ratios(*(_rounds(r) for r in pair), confidence=policy.confidence)
             note = ""

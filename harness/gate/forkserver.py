@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
+        os.environ.update(request.get("env") or {})
         fd = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -59,6 +61,18 @@ for line in sys.stdin:
     _, status = os.waitpid(pid, 0)
     print(json.dumps({"pid": pid, "status": os.waitstatus_to_exitcode(status)}), flush=True)
 """
+
+
+@dataclass
+class Pending:
+    """A worker forked by ForkServerExecutor.start, not yet waited for."""
+
+    tasks: list[PointTask]
+    tmp: tempfile.TemporaryDirectory  # type: ignore[type-arg]
+    out: Path
+    err: Path
+    pid: int = -1
+    error: str | None = None  # set when no worker could be forked
 
 
 class ForkServerExecutor:
@@ -102,32 +116,47 @@ class ForkServerExecutor:
         return self._log.read().decode(errors="replace")[-2000:].strip() or "no output"
 
     def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]:
-        with tempfile.TemporaryDirectory(prefix="reuse-bench-", dir=self._tmp.name) as tmp:
-            task_file, out, err = Path(tmp) / "tasks.json", Path(tmp) / "rows.jsonl", Path(tmp) / "stderr.txt"
-            task_file.write_text(json.dumps([t.to_json() for t in tasks]))
-            error = self._run_child({"tasks": str(task_file), "out": str(out), "stderr": str(err)}, timeout, err)
-            rows = read_rows(out)
-        done = {r.get("variant") for r in rows}
-        for task in tasks:  # whatever the worker did not report failed with it
-            if task.variant not in done:
-                rows.append({**base_row(task), "status": "failed",
-                             "error": error or "worker exited without reporting this variant"})
-        return rows
+        return self.finish(self.start(tasks), timeout)
 
-    def _run_child(self, request: dict[str, str], timeout: float, err: Path) -> str | None:
+    def start(self, tasks: list[PointTask], env: dict[str, str] | None = None) -> "Pending":
+        """Fork a worker for `tasks` (with `env` added to its environment) and return at once."""
+        tmp = tempfile.TemporaryDirectory(prefix="reuse-bench-", dir=self._tmp.name)
+        pending = Pending(tasks, tmp, Path(tmp.name) / "rows.jsonl", Path(tmp.name) / "stderr.txt")
+        task_file = Path(tmp.name) / "tasks.json"
+        task_file.write_text(json.dumps([t.to_json() for t in tasks]))
+        request = {"tasks": str(task_file), "out": str(pending.out), "stderr": str(pending.err), "env": env or {}}
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
         except BrokenPipeError:
-            return f"worker server died: {self._server_log()}"
+            pending.error = f"worker server died: {self._server_log()}"
+            return pending
         started = self._read(60.0)
         if started is None:
-            return f"worker server did not fork a worker: {self._server_log()}"
+            pending.error = f"worker server did not fork a worker: {self._server_log()}"
+        else:
+            pending.pid = int(started["pid"])
+        return pending
+
+    def finish(self, pending: "Pending", timeout: float) -> list[dict[str, Any]]:
+        """Wait up to `timeout` for the worker `start` forked (then kill it); its rows, one per task."""
+        if pending.error is None:
+            pending.error = self._wait_child(pending, timeout)
+        rows = read_rows(pending.out)
+        pending.tmp.cleanup()
+        done = {r.get("variant") for r in rows}
+        for task in pending.tasks:  # whatever the worker did not report failed with it
+            if task.variant not in done:
+                rows.append({**base_row(task), "status": "failed",
+                             "error": pending.error or "worker exited without reporting this variant"})
+        return rows
+
+    def _wait_child(self, pending: "Pending", timeout: float) -> str | None:
         finished = self._read(timeout)
         if finished is None:
             try:
-                os.kill(started["pid"], signal.SIGKILL)  # the worker we forked, by its pid
+                os.kill(pending.pid, signal.SIGKILL)  # the worker we forked, by its pid
             except ProcessLookupError:
                 pass
             self._read(30.0)  # the server's report of that exit
@@ -135,6 +164,7 @@ class ForkServerExecutor:
         code = int(finished.get("status", 1))
         if code == 0:
             return None
+        err = pending.err
         tail = err.read_text(errors="replace")[-2000:].strip() if err.exists() else ""
         how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         return f"worker crashed ({how})" + (f": {tail}" if tail else "")

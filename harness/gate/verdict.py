@@ -131,12 +131,53 @@ def log_contrast(samples: Sequence[ArrayLike | Rounds], signs: Sequence[int], co
     for sign, g in zip(signs, groups):
         idx = shared if shared is not None else rng.integers(0, len(g), (n_boot, len(g)))
         boot += sign * np.log(_pooled_medians(g, idx, rng))
+    return _from_bootstrap(estimate_log, boot, min(len(g) for g in groups), confidence)
+
+
+def _from_bootstrap(estimate_log: float, boot: NDArray[np.float64], rounds: int, confidence: float) -> Contrast:
+    """The Contrast of a log-scale estimate from its bootstrap over `rounds` clusters."""
     alpha = 1.0 - confidence
     low, high = np.exp(np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
-    r_min = min(len(g) for g in groups)
-    se = float(np.std(boot, ddof=1)) * (math.sqrt(r_min / (r_min - 1)) if r_min > 1 else 1.0)
-    df = r_min - 1 if r_min > 1 else None
+    se = float(np.std(boot, ddof=1)) * (math.sqrt(rounds / (rounds - 1)) if rounds > 1 else 1.0)
+    df = rounds - 1 if rounds > 1 else None
     return Contrast(math.exp(estimate_log), float(low), float(high), _p_value(estimate_log, se, df), se, df)
+
+
+# ---- lockstep pairs ----------------------------------------------------------------------------
+def paired_logs(base: ArrayLike | Rounds, cand: ArrayLike | Rounds) -> list[NDArray[np.float64]] | None:
+    """log(cand_i / base_i) per round, for samples taken back to back in a lockstep A/B run.
+
+    In lockstep the i-th timed step of each side is taken right after the other's (harness/turns.py),
+    so the pair shares the machine's state of that moment and its log ratio is free of it. Pairs go
+    up to the shorter side of each round. None when the two do not have the same rounds.
+    """
+    b, c = as_rounds(base), as_rounds(cand)
+    if len(b) != len(c):
+        return None
+    rounds = [np.log(rc[:k]) - np.log(rb[:k]) for rb, rc in zip(b, c) if (k := min(rb.size, rc.size))]
+    return rounds if len(rounds) == len(b) else None
+
+
+def paired_contrast(pairs: Sequence[list[NDArray[np.float64]]], signs: Sequence[int], confidence: float = 0.95,
+                    n_boot: int = 2000, seed: int = 0) -> Contrast:
+    """exp(sum sign_j * median of pair log ratios j), tested against 1 (see log_contrast).
+
+    One term is a time change (candidate ÷ baseline of one row); two are a change of a speedup
+    (that of the reuse row ÷ that of its reference). Rounds stay the unit of replication: pairing
+    removes what the two sides' steps share (the moment), not what differs between two workers of
+    one round (say the memory layout of each process), so rounds are resampled first, the same
+    rounds for every term, then pairs within them.
+    """
+    nan = Contrast(math.nan, math.nan, math.nan, math.nan, math.nan, None)
+    if not pairs or any(not p for p in pairs) or len({len(p) for p in pairs}) != 1:
+        return nan
+    estimate_log = sum(sign * float(np.median(np.concatenate(p))) for sign, p in zip(signs, pairs))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(pairs[0]), (n_boot, len(pairs[0])))
+    boot = np.zeros(n_boot)
+    for sign, p in zip(signs, pairs):
+        boot += sign * _pooled_medians(p, idx, rng)
+    return _from_bootstrap(estimate_log, boot, len(pairs[0]), confidence)
 
 
 def t_two_sided(t: float, df: int) -> float:
