@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness import workerenv
+
 # Keys that decide whether absolute times from two runs are comparable (the gate uses this).
 MACHINE_KEYS: tuple[str, ...] = ("cpu_model", "cpu_cores", "threads", "gpu_name", "torch")
 
@@ -84,6 +86,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "gpu_name": gpu["name"] if gpu else None,
         # A busy machine explains noisy or slow timings; recorded, not part of the fingerprint.
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "worker_env": workerenv.recorded(),
     }
     env["machine_fingerprint"] = machine_fingerprint(env)
     return env

@@ -12,6 +12,7 @@ import functools
 import json
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from typing import Any, Callable, Protocol
 from harness.jsonl import read_rows
 from harness.schema import PointTask
 from harness.worker import base_row
+from harness.workerenv import worker_env
 
 # Wraps the worker command, e.g. to launch it under py-spy. Gets (command, stem) and returns the
 # command to run.
@@ -40,7 +42,7 @@ def _worker_env(extra: dict[str, str], root: Path | None = None) -> dict[str, st
     With `root` (another checkout, e.g. the A/B gate's baseline worktree) the worker imports from
     that tree alone, ahead of anything inherited.
     """
-    env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **worker_env(), **extra, "PYTHONUNBUFFERED": "1"}
     first = (str(root),) if root is not None else (os.getcwd(), str(Path(__file__).resolve().parent.parent))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*first, env.get("PYTHONPATH")) if p)
     return env
@@ -85,6 +87,15 @@ def _forkserver() -> multiprocessing.context.BaseContext:
     os.environ["PYTHONPATH"] = _worker_env({})["PYTHONPATH"]
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
+    # Start the server now, with the workers' environment (harness/workerenv.py), which is read
+    # when a process starts; this process's own environment is restored right after.
+    saved = dict(os.environ)
+    os.environ.update(worker_env())
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return ctx
 
 

@@ -178,3 +178,18 @@ def test_results_rows_follow_the_contract(tmp_path: Path) -> None:
         row = json.loads(line)
         missing = [f for f in RESULT_FIELDS if f not in row]
         assert not missing, missing
+
+
+def test_workers_start_with_the_fixed_malloc_thresholds(tmp_path: Path) -> None:
+    """glibc reads GLIBC_TUNABLES at process start: the fork server must get it, this process not
+    (unless the user set their own, which is then kept)."""
+    from harness.executor import _forkserver
+    from harness.workerenv import MALLOC_TUNABLES
+
+    users = os.environ.get("GLIBC_TUNABLES")
+    out = tmp_path / "env.txt"
+    proc = _forkserver().Process(target=os.system, args=(f'printf "%s" "$GLIBC_TUNABLES" > {out}',))
+    proc.start()
+    proc.join(60)
+    assert out.read_text() == (users or MALLOC_TUNABLES)
+    assert os.environ.get("GLIBC_TUNABLES") == users

@@ -29,7 +29,7 @@ from harness.devices import get_device
 from harness.envinfo import environment
 from harness.gate.forkserver import ForkServerExecutor
 from harness.gate.git import git, repo_root, resolve_rev, worktree
-from harness.gate.lockstep import lockstep_round, supports_lockstep
+from harness.gate.lockstep import lockstep_round, shared_cpus, supports_lockstep
 from harness.runner import points
 from harness.schema import PointTask
 from harness.store import FORMAT_VERSION, RunDir, now_iso
@@ -104,7 +104,8 @@ def _measure_round(point: list[PointTask], executors: Sequence[ForkServerExecuto
     tasks = [_per_round(t, rounds, first_round) for t in point]
     timeout = point[0].measure.timeout
     if lockstep:
-        return lockstep_round([tasks] * len(executors), executors, order, timeout)
+        return lockstep_round([tasks] * len(executors), executors, order, timeout,
+                              cpus=shared_cpus(point[0].measure.threads))
     rows: list[list[dict[str, Any]]] = [[] for _ in executors]
     for s in order:
         rows[s] = executors[s].run(tasks, timeout)

@@ -23,20 +23,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from harness.jsonl import read_rows
 from harness.schema import PointTask
 from harness.worker import base_row
+from harness.workerenv import worker_env
 
 # Runs inside the side's tree (its harness.worker), talking JSON lines over stdin/stdout.
 _SERVER = r"""
 import importlib, json, os, sys
-for name in ("torch", "harness.worker", "harness.measure_speed", "models.transformer"):
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        pass  # an older tree may lack a module; the child imports what it needs
+try:
+    importlib.import_module("harness.preload")  # torch and the measuring code, then gc.freeze()
+except ImportError:  # an older tree: import what it has; the child imports the rest
+    for name in ("torch", "harness.worker", "harness.measure_speed", "models.transformer"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 from harness import worker
 print(json.dumps({"ready": os.getpid()}), flush=True)
 for line in sys.stdin:
@@ -44,6 +48,8 @@ for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
         os.environ.update(request.get("env") or {})
+        if request.get("cpus"):
+            os.sched_setaffinity(0, request["cpus"])
         fd = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -83,7 +89,7 @@ class ForkServerExecutor:
         self._tmp = tempfile.TemporaryDirectory(prefix="reuse-bench-fs-")
         self._log = open(Path(self._tmp.name) / "server.log", "w+b")
         path_env = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
-        full_env = {**os.environ, **(env or {}), "PYTHONPATH": path_env, "PYTHONUNBUFFERED": "1"}
+        full_env = {**os.environ, **worker_env(), **(env or {}), "PYTHONPATH": path_env, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=self.root, env=full_env, text=True,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
         self._pending = b""  # bytes read from the server beyond the last full line
@@ -118,13 +124,16 @@ class ForkServerExecutor:
     def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]:
         return self.finish(self.start(tasks), timeout)
 
-    def start(self, tasks: list[PointTask], env: dict[str, str] | None = None) -> "Pending":
-        """Fork a worker for `tasks` (with `env` added to its environment) and return at once."""
+    def start(self, tasks: list[PointTask], env: dict[str, str] | None = None,
+              cpus: Sequence[int] | None = None) -> "Pending":
+        """Fork a worker for `tasks` (with `env` added to its environment, pinned to `cpus` if
+        given) and return at once."""
         tmp = tempfile.TemporaryDirectory(prefix="reuse-bench-", dir=self._tmp.name)
         pending = Pending(tasks, tmp, Path(tmp.name) / "rows.jsonl", Path(tmp.name) / "stderr.txt")
         task_file = Path(tmp.name) / "tasks.json"
         task_file.write_text(json.dumps([t.to_json() for t in tasks]))
-        request = {"tasks": str(task_file), "out": str(pending.out), "stderr": str(pending.err), "env": env or {}}
+        request = {"tasks": str(task_file), "out": str(pending.out), "stderr": str(pending.err), "env": env or {},
+                   "cpus": sorted(cpus) if cpus else None}
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")

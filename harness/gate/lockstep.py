@@ -95,15 +95,29 @@ class Conductor:
         self._tmp.cleanup()
 
 
+def shared_cpus(threads: int | None) -> list[int] | None:
+    """The CPUs every lockstep worker is pinned to: the last `threads` this process may use.
+
+    One worker runs at a time, so sharing costs nothing; and the two steps of a pair then run on
+    the same CPU, so they share its state too (another tenant's load on that core, the kernel's
+    housekeeping that a scheduler would put on one CPU), which the pair then cancels. Background
+    work keeps the remaining CPUs. None (no pinning) when there is no CPU to spare.
+    """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    want = max(threads or 1, 1)
+    return allowed[-want:] if len(allowed) > want else None
+
+
 def lockstep_round(tasks: Sequence[list[PointTask]], executors: Sequence[ForkServerExecutor],
-                   order: Sequence[int], timeout: float) -> list[list[dict[str, Any]]]:
+                   order: Sequence[int], timeout: float, cpus: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
     """Measure side i's `tasks[i]` with `executors[i]`, all sides taking turns; rows per side.
 
-    `timeout` bounds each worker as in a sequential run: the round's deadline is the sum.
+    `timeout` bounds each worker as in a sequential run: the round's deadline is the sum. `cpus`:
+    pin every worker there (see shared_cpus).
     """
     conductor = Conductor(len(executors))
     try:
-        pending: list[Pending] = [ex.start(t, env={ENV: spec})
+        pending: list[Pending] = [ex.start(t, env={ENV: spec}, cpus=cpus)
                                   for ex, t, spec in zip(executors, tasks, conductor.specs)]
         conductor.conduct([p.pid for p in pending], order, time.monotonic() + timeout * len(executors))
         return [ex.finish(p, timeout=30.0) for ex, p in zip(executors, pending)]
