@@ -141,4 +141,5 @@ def test_interleave_runs_the_sides_in_lockstep_and_the_gate_pairs_them(tmp_path:
     comparison = compare_runs(*runs, load_policy(ROOT / "ci" / "policy.yaml"))
     timed = [c for c in comparison.checks if c.metric in ("time_ms", "speedup")]
     assert timed and all(c.note.startswith("lockstep") for c in timed)
+    assert all(c.fields["lockstep"] and c.threshold == 0.03 for c in timed)  # ci/policy.yaml's lockstep rule
     assert all(np.isfinite(c.p) for c in timed)

@@ -120,8 +120,8 @@ def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None =
     if not any(k in cand_rows for k in ok_base):
         raise NothingToCompare(f"no measured row of the baseline {base.path} appears in {cand.path}: "
                                "are both runs of the same suite (and model config)?")
-    common = {"context": context, "same_machine": same_machine}
     paired = in_lockstep(base, cand)
+    common = {"context": context, "same_machine": same_machine, "lockstep": paired}
     for key, brow in ok_base.items():
         result.checks += _row_checks(brow, cand_rows.get(key), policy, common, fp_base, fp_cand, paired)
     result.new_rows = sum(1 for k, r in cand_rows.items() if r.get("status") == "ok" and k not in ok_base)

@@ -57,7 +57,7 @@ HIGHER_IS_WORSE: dict[str, bool] = {"peak_mem_bytes": True, "time_ms": True, "sp
 # Fields of a check that rules can match on.
 MATCH_KEYS: tuple[str, ...] = ("point_id", "variant", "model", "device", "mode", "backend",
                                "reference_backend", "same_backend", "seq_len", "batch_size",
-                               "reuse_ratio", "context", "same_machine")
+                               "reuse_ratio", "context", "same_machine", "lockstep")
 TOP_KEYS = ("alpha", "correction", "confidence", "min_samples", "fail_on_noisy", "fail_on_missing",
             "confirm", "metrics", "rules")
 
@@ -116,6 +116,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     # Interleaved A/B: both sides measured alternately on one machine, so tight thresholds hold.
     Rule({"context": ("interleaved",)}, {"time_ms": {"threshold": 0.10}, "speedup": {"threshold": 0.10},
                                          "efficiency": {"threshold": 0.10}}),
+    # ... in lockstep, one timed step each in turn, compared pair by pair: tighter still.
+    Rule({"context": ("interleaved",), "lockstep": (True,)},
+         {"time_ms": {"threshold": 0.03}, "speedup": {"threshold": 0.03}, "efficiency": {"threshold": 0.03}}),
     # Reuse on one backend against the baseline on the other: the two were timed in different
     # worker processes, so load changes between them do not cancel. Shown, not gated.
     Rule({"same_backend": (False,)}, {"speedup": {"gate": False}, "efficiency": {"gate": False}}),
