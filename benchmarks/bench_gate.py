@@ -162,7 +162,7 @@ def report(trials: list[Trial], wall: float, command: str) -> str:
                      f"{100 * t.baseline_drift['S20']:>+13.1f}%")
     stored_trials = [t.stored_aa for t in trials if t.stored_aa is not None]
     lines += ["",
-              f"false alarms, A/A interleaved (10% thresholds):       {_rate([t.interleaved_aa for t in trials])}",
+              f"false alarms, A/A interleaved (policy thresholds):   {_rate([t.interleaved_aa for t in trials])}",
               f"false alarms, A/A vs a stored run (CI thresholds):   {_rate(stored_trials)}"]
     for name in SLOWDOWNS:
         real = [t.measured[name] for t in trials]
