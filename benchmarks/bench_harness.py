@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from harness.devices import CpuDevice  # noqa: E402
 from harness.executor import LocalProcessExecutor  # noqa: E402
-from harness.measure_speed import make_step  # noqa: E402
+from harness.measure_speed import make_step, timed_steps  # noqa: E402
 from harness.schema import MeasureConfig, PointTask  # noqa: E402
-from harness.stats import should_stop, summarize  # noqa: E402
+from harness.workerenv import worker_env  # noqa: E402
 from models.registry import build_model, model_config  # noqa: E402
 from models.transformer import make_inputs  # noqa: E402
 
@@ -42,36 +44,95 @@ def _task(seq_len: int, mode: str, threads: int) -> PointTask:
                      metrics=("time",), measure=dataclasses.replace(MEASURE, threads=threads))
 
 
-def agreement(seq_len: int, mode: str, rounds: int) -> tuple[float, float]:
-    torch.set_num_threads(MEASURE.threads or 2)
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    ours_ms: float        # median over rounds of the harness's median
+    theirs_ms: float      # median over rounds of blocked_autorange's median
+    ratio: float          # median over rounds of ours / theirs, each round's two windows back to back
+    ratio_low: float      # smallest and largest per-round ratio
+    ratio_high: float
+
+
+def agreement(seq_len: int, mode: str, rounds: int, window_s: float) -> Agreement:
+    """Both stopwatches on one warmed step, in rounds of two equal windows back to back.
+
+    The harness side is its real timing loop (`timed_steps`, stop rule and all) with the CI stop
+    turned off, so both sides time for the same `window_s`: a method that stopped after 0.3 s would
+    otherwise be compared with one that saw 3 s of a drifting machine. The order alternates between
+    rounds and the figure is the median of the per-round ratios, so drift slower than a round
+    cancels; the ratio's spread over rounds says how far to trust it.
+    """
     torch.manual_seed(0)
+    task = _task(seq_len, mode, MEASURE.threads or 2)
+    task = dataclasses.replace(task, measure=dataclasses.replace(
+        task.measure, min_reps=1, max_reps=10**9, target_ci=0.0, max_seconds=window_s))
+    torch.set_num_threads(task.measure.threads or 2)
     cfg = model_config("baseline", MODEL)
     model = build_model("baseline", MODEL)
     x, y = make_inputs(cfg, 4, seq_len, seed=0)
     step, _ = make_step(model, cfg, x, y, mode)
     for _ in range(3):
         step()
-    device, ours, theirs = CpuDevice(), [], []
-    for _ in range(rounds):  # alternate, so slow drift of the machine hits both methods alike
-        samples: list[float] = []
-        started = time.perf_counter()
-        while not samples or not should_stop(samples, MEASURE.min_reps, MEASURE.max_reps, MEASURE.target_ci,
-                                             time.perf_counter() - started, MEASURE.max_seconds):
-            samples.append(device.time_step_ms(step))
-        ours.append(summarize(samples).median)
-        timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=MEASURE.threads or 2)
-        theirs.append(timer.blocked_autorange(min_run_time=MEASURE.max_seconds).median * 1e3)
-    return statistics.median(ours), statistics.median(theirs)
+    device = CpuDevice()
+    timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=task.measure.threads or 2)
+
+    def harness_median() -> float:
+        return timed_steps(task, device, step)["time_ms_median"]
+
+    def torch_median() -> float:
+        return timer.blocked_autorange(min_run_time=window_s).median * 1e3
+
+    ours, theirs = [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            ours.append(harness_median())
+            theirs.append(torch_median())
+        else:
+            theirs.append(torch_median())
+            ours.append(harness_median())
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return Agreement(statistics.median(ours), statistics.median(theirs), statistics.median(ratios),
+                     min(ratios), max(ratios))
 
 
-def spread(seq_len: int, mode: str, repeats: int, threads: int) -> list[float]:
-    executor, medians = LocalProcessExecutor(), []
+# The machine's own noise floor: a fixed matmul timed by a bare loop (no harness code) in a fresh
+# process, for as long as a harness point times its steps. If this moves between processes as
+# much as the harness's median does, the spread is the machine's, not the stopwatch's.
+_REFERENCE = """
+import statistics, sys, time, torch
+torch.set_num_threads({threads})
+a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+for _ in range(5):
+    a @ b
+times, started = [], time.perf_counter()
+while time.perf_counter() - started < {seconds}:
+    t0 = time.perf_counter_ns()
+    a @ b
+    times.append((time.perf_counter_ns() - t0) / 1e6)
+print(statistics.median(times))
+"""
+
+
+def _reference_median(threads: int) -> float:
+    code = _REFERENCE.format(threads=threads, seconds=MEASURE.max_seconds)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def spread(seq_len: int, mode: str, repeats: int, threads: int) -> tuple[list[float], list[float]]:
+    """Medians of `repeats` fresh workers, each followed by a reference process (the noise floor)."""
+    executor, medians, floor = LocalProcessExecutor(), [], []
     for _ in range(repeats):
         (row,) = executor.run([_task(seq_len, mode, threads)], timeout=300)
         if row["status"] != "ok":
             raise RuntimeError(row["error"])
         medians.append(row["time_ms_median"])
-    return medians
+        floor.append(_reference_median(threads))
+    return medians, floor
+
+
+def _cv(values: list[float]) -> float:
+    return statistics.stdev(values) / statistics.mean(values)
 
 
 def overhead(suite: Path) -> dict[str, float]:
@@ -95,33 +156,49 @@ def overhead(suite: Path) -> dict[str, float]:
 FIGURES = ("agreement", "spread", "overhead")
 
 
+def _in_worker_env() -> None:
+    """Re-run this script in the environment the harness's workers start with (harness/workerenv.py).
+
+    The agreement figure times both stopwatches in this process; measured in a plain shell
+    environment, the very same step is ~25% slower (glibc maps and zero-fills big tensors afresh)
+    than it ever is in a harness worker, and that is not the workload the harness times.
+    """
+    extra = worker_env()
+    if extra:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **extra})
+
+
 def main() -> int:
+    _in_worker_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=ROOT / "suites" / "seq_len.yaml")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated subset of {', '.join(FIGURES)}")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10, help="agreement: rounds of two windows")
+    parser.add_argument("--window", type=float, default=1.5, help="agreement: seconds per method per round")
     parser.add_argument("--threads", default="2,1", help="thread counts for the spread figure")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    print(f"torch {torch.__version__}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"torch {torch.__version__}, load average {Path('/proc/loadavg').read_text().split()[:3]}, "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES')}")
 
     if "agreement" in only:
-        print(f"\n1. harness median vs torch.utils.benchmark blocked_autorange (same process, alternating, "
-              f"{MEASURE.threads} threads)")
-        print(f"   {'workload':<28} {'harness ms':>11} {'torch ms':>9} {'diff':>7}")
+        print(f"\n1. harness median vs torch.utils.benchmark blocked_autorange (same process, {MEASURE.threads} "
+              f"threads, {args.rounds} rounds of two {args.window:g} s windows, order alternating)")
+        print(f"   {'workload':<28} {'harness ms':>11} {'torch ms':>9} {'diff':>7}  per-round range")
         for seq_len, mode in [(128, "forward"), (512, "forward"), (256, "train")]:
-            ours, theirs = agreement(seq_len, mode, args.rounds)
-            print(f"   {'baseline sdpa ' + mode + ' n=' + str(seq_len):<28} {ours:>11.2f} {theirs:>9.2f} "
-                  f"{(ours / theirs - 1) * 100:>+6.1f}%")
+            a = agreement(seq_len, mode, args.rounds, args.window)
+            print(f"   {'baseline sdpa ' + mode + ' n=' + str(seq_len):<28} {a.ours_ms:>11.2f} {a.theirs_ms:>9.2f} "
+                  f"{(a.ratio - 1) * 100:>+6.1f}%  {(a.ratio_low - 1) * 100:+.1f}..{(a.ratio_high - 1) * 100:+.1f}%")
 
     if "spread" in only:
         print("\n2. median over 5 runs of one point, each in a fresh worker process")
         for threads in (int(t) for t in args.threads.split(",")):
             for seq_len, mode in [(512, "forward"), (256, "train")]:
-                medians = spread(seq_len, mode, 5, threads)
-                cv = statistics.stdev(medians) / statistics.mean(medians)
+                medians, floor = spread(seq_len, mode, 5, threads)
                 print(f"   {threads} thread(s), baseline sdpa {mode} n={seq_len}: medians "
-                      f"{', '.join(f'{m:.2f}' for m in medians)} ms; CV {cv * 100:.2f}%")
+                      f"{', '.join(f'{m:.2f}' for m in medians)} ms; CV {_cv(medians) * 100:.2f}%")
+                print(f"      machine floor, a bare 1024x1024 matmul loop in a process after each: "
+                      f"{', '.join(f'{m:.2f}' for m in floor)} ms; CV {_cv(floor) * 100:.2f}%")
 
     if "overhead" in only:
         print(f"\n3. share of suite wall time not in timed steps: {args.suite}")
