@@ -191,15 +191,18 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.suite import SuiteError
+    from harness.workerenv import AllocatorError, allocator
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in ("run", "gate"):
+            allocator()  # a bad REUSE_BENCH_ALLOCATOR is an input error, before anything runs
         return args.func(args)
     except SuiteError as error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, FileNotFoundError) as error:
+    except (UsageError, FileNotFoundError, AllocatorError) as error:
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

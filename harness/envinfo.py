@@ -15,7 +15,7 @@ from typing import Any
 from harness import workerenv
 
 # Keys that decide whether absolute times from two runs are comparable (the gate uses this).
-MACHINE_KEYS: tuple[str, ...] = ("cpu_model", "cpu_cores", "threads", "gpu_name", "torch")
+MACHINE_KEYS: tuple[str, ...] = ("cpu_model", "cpu_cores", "threads", "gpu_name", "torch", "allocator")
 
 
 def _git(*args: str) -> str | None:
@@ -88,6 +88,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "worker_env": workerenv.recorded(),
     }
+    env["allocator"] = env["worker_env"]["allocator"]
     env["machine_fingerprint"] = machine_fingerprint(env)
     return env
 

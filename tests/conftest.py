@@ -37,9 +37,9 @@ def tiny_suite(path: Path, *, variants: str = "  baseline: {model: baseline}\n  
     return path
 
 
-def harness_cmd(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def harness_cmd(*args: str, extra_env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, **kwargs)
 

@@ -24,7 +24,8 @@ from harness.report.plotkit import Plot, Styler, faceted, legend_name, log_x, ma
 
 ALPHA = 0.05
 MACHINE_KEYS: tuple[tuple[str, str], ...] = (("cpu_model", "CPU"), ("cpu_cores", "cores"), ("threads", "threads"),
-                                             ("torch", "torch"), ("gpu", "GPU"))
+                                             ("torch", "torch"), ("gpu", "GPU"),
+                                             ("allocator", "allocator"))
 
 
 def _gpu_name(env: dict[str, Any]) -> str:
