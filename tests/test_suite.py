@@ -145,7 +145,8 @@ def test_shipped_seq_len_suite_is_the_documented_example_with_its_own_budget(tmp
     shipped, example = load_suite(ROOT / "suites" / "seq_len.yaml"), load_suite(write(tmp_path, EXAMPLE))
     same = ("name", "description", "model", "variants", "sweep", "metrics", "seed")
     assert all(getattr(shipped, f) == getattr(example, f) for f in same)
-    assert (shipped.measure.warmup, shipped.measure.max_seconds, shipped.measure.max_reps) == (1, 7.0, 50)
+    m = shipped.measure
+    assert (m.warmup, m.max_seconds, m.max_reps, m.target_ci) == (1, 7.0, 50, 0.01)
 
 
 def test_list_suites_lists_shipped_and_flags_broken_ones(tmp_path: Path) -> None:
