@@ -3,7 +3,8 @@
 1. agreement: the harness's median vs torch.utils.benchmark's blocked_autorange median for the
    same workload in one process, alternating the two methods (target: within 3%);
 2. spread: the coefficient of variation of the median over 5 runs of one point, each in its own
-   fresh worker process (target: CV <= 2%);
+   fresh worker process and measured as the suite measures it (target: CV <= 2%), beside the
+   machine's own floor: the same figure for a bare matmul loop, in a process after each worker;
 3. overhead: the share of a suite's wall time not spent in timed steps (target: <= 15%).
 
     python benchmarks/bench_harness.py [--suite suites/seq_len.yaml] [--only agreement,spread,overhead]
@@ -30,6 +31,7 @@ from harness.devices import CpuDevice  # noqa: E402
 from harness.executor import LocalProcessExecutor  # noqa: E402
 from harness.measure_speed import make_step, timed_steps  # noqa: E402
 from harness.schema import MeasureConfig, PointTask  # noqa: E402
+from harness.suite import Suite, load_suite  # noqa: E402
 from harness.workerenv import worker_env  # noqa: E402
 from models.registry import build_model, model_config  # noqa: E402
 from models.transformer import make_inputs  # noqa: E402
@@ -38,10 +40,10 @@ MODEL = dict(d_model=256, n_heads=8, n_layers=6, d_ff=1024, vocab_size=1024, bac
 MEASURE = MeasureConfig(warmup=2, min_reps=5, max_reps=200, target_ci=0.01, max_seconds=3.0, timeout=300, threads=2)
 
 
-def _task(seq_len: int, mode: str, threads: int) -> PointTask:
+def _task(seq_len: int, mode: str, measure: MeasureConfig, metrics: tuple[str, ...] = ("time",)) -> PointTask:
     return PointTask(point_id=f"bench-{mode}-n{seq_len}", variant="baseline", model="baseline", model_config=MODEL,
                      axes={}, device="cpu", mode=mode, seq_len=seq_len, batch_size=4, seed=0,
-                     metrics=("time",), measure=dataclasses.replace(MEASURE, threads=threads))
+                     metrics=metrics, measure=measure)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +65,8 @@ def agreement(seq_len: int, mode: str, rounds: int, window_s: float) -> Agreemen
     cancels; the ratio's spread over rounds says how far to trust it.
     """
     torch.manual_seed(0)
-    task = _task(seq_len, mode, MEASURE.threads or 2)
-    task = dataclasses.replace(task, measure=dataclasses.replace(
-        task.measure, min_reps=1, max_reps=10**9, target_ci=0.0, max_seconds=window_s))
+    task = _task(seq_len, mode, dataclasses.replace(MEASURE, min_reps=1, max_reps=10**9, target_ci=0.0,
+                                                    max_seconds=window_s))
     torch.set_num_threads(task.measure.threads or 2)
     cfg = model_config("baseline", MODEL)
     model = build_model("baseline", MODEL)
@@ -113,21 +114,27 @@ print(statistics.median(times))
 """
 
 
-def _reference_median(threads: int) -> float:
-    code = _REFERENCE.format(threads=threads, seconds=MEASURE.max_seconds)
+def _reference_median(threads: int, seconds: float) -> float:
+    code = _REFERENCE.format(threads=threads, seconds=seconds)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
 
-def spread(seq_len: int, mode: str, repeats: int, threads: int) -> tuple[list[float], list[float]]:
-    """Medians of `repeats` fresh workers, each followed by a reference process (the noise floor)."""
+def spread(seq_len: int, mode: str, repeats: int, suite: Suite, threads: int) -> tuple[list[float], list[float]]:
+    """Medians of `repeats` fresh workers, each followed by a reference process (the noise floor).
+
+    Each worker measures the point as the suite would (its metrics, warm-up, stop rule and budget),
+    at the given thread count; the reference times for as long as the suite's budget.
+    """
+    measure = dataclasses.replace(suite.measure, threads=threads)
+    task = _task(seq_len, mode, measure, tuple(suite.metrics))
     executor, medians, floor = LocalProcessExecutor(), [], []
     for _ in range(repeats):
-        (row,) = executor.run([_task(seq_len, mode, threads)], timeout=300)
+        (row,) = executor.run([task], timeout=300)
         if row["status"] != "ok":
             raise RuntimeError(row["error"])
         medians.append(row["time_ms_median"])
-        floor.append(_reference_median(threads))
+        floor.append(_reference_median(threads, measure.max_seconds))
     return medians, floor
 
 
@@ -191,10 +198,14 @@ def main() -> int:
                   f"{(a.ratio - 1) * 100:>+6.1f}%  {(a.ratio_low - 1) * 100:+.1f}..{(a.ratio_high - 1) * 100:+.1f}%")
 
     if "spread" in only:
-        print("\n2. median over 5 runs of one point, each in a fresh worker process")
+        suite = load_suite(args.suite)
+        m = suite.measure
+        print(f"\n2. median over 5 runs of one point, each in a fresh worker process, measured as {args.suite.name} "
+              f"measures (warmup {m.warmup}, reps {m.min_reps}-{m.max_reps}, CI target ±{m.target_ci:.0%}, "
+              f"budget {m.max_seconds:g} s)")
         for threads in (int(t) for t in args.threads.split(",")):
             for seq_len, mode in [(512, "forward"), (256, "train")]:
-                medians, floor = spread(seq_len, mode, 5, threads)
+                medians, floor = spread(seq_len, mode, 5, suite, threads)
                 print(f"   {threads} thread(s), baseline sdpa {mode} n={seq_len}: medians "
                       f"{', '.join(f'{m:.2f}' for m in medians)} ms; CV {_cv(medians) * 100:.2f}%")
                 print(f"      machine floor, a bare 1024x1024 matmul loop in a process after each: "
