@@ -4,7 +4,8 @@
    same workload in one process, alternating the two methods (target: within 3%);
 2. spread: the coefficient of variation of the median over 5 runs of one point, each in its own
    fresh worker process and measured as the suite measures it (target: CV <= 2%), beside the
-   machine's own floor: the same figure for a bare matmul loop, in a process after each worker;
+   machine's own floor: the same figure for torch.utils.benchmark timing the same workload, in a
+   fresh process after each worker;
 3. overhead: the share of a suite's wall time not spent in timed steps (target: <= 15%).
 
     python benchmarks/bench_harness.py [--suite suites/seq_len.yaml] [--only agreement,spread,overhead]
@@ -96,26 +97,29 @@ def agreement(seq_len: int, mode: str, rounds: int, window_s: float) -> Agreemen
                      min(ratios), max(ratios))
 
 
-# The machine's own noise floor: a fixed matmul timed by a bare loop (no harness code) in a fresh
-# process, for as long as a harness point times its steps. If this moves between processes as
-# much as the harness's median does, the spread is the machine's, not the stopwatch's.
+# The machine's own noise floor: the same workload timed by torch.utils.benchmark instead of the
+# harness, in a fresh process started right after each harness worker, for as long as the suite's
+# budget. If torch's stopwatch sees the same spread between processes, the spread is the machine's.
 _REFERENCE = """
-import statistics, sys, time, torch
+import sys, torch, torch.utils.benchmark as tbench
+sys.path.insert(0, {root!r})
+from harness.measure_speed import make_step
+from models.registry import build_model, model_config
+from models.transformer import make_inputs
 torch.set_num_threads({threads})
-a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-for _ in range(5):
-    a @ b
-times, started = [], time.perf_counter()
-while time.perf_counter() - started < {seconds}:
-    t0 = time.perf_counter_ns()
-    a @ b
-    times.append((time.perf_counter_ns() - t0) / 1e6)
-print(statistics.median(times))
+torch.manual_seed(0)
+cfg, model = model_config("baseline", {model!r}), build_model("baseline", {model!r})
+x, y = make_inputs(cfg, 4, {seq_len}, seed=0)
+step, _ = make_step(model, cfg, x, y, {mode!r})
+step()
+timer = tbench.Timer(stmt="step()", globals={{"step": step}}, num_threads={threads})
+print(timer.blocked_autorange(min_run_time={seconds}).median * 1e3)
 """
 
 
-def _reference_median(threads: int, seconds: float) -> float:
-    code = _REFERENCE.format(threads=threads, seconds=seconds)
+def _reference_median(seq_len: int, mode: str, threads: int, seconds: float) -> float:
+    code = _REFERENCE.format(root=str(ROOT), model=MODEL, seq_len=seq_len, mode=mode, threads=threads,
+                             seconds=seconds)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
@@ -134,7 +138,7 @@ def spread(seq_len: int, mode: str, repeats: int, suite: Suite, threads: int) ->
         if row["status"] != "ok":
             raise RuntimeError(row["error"])
         medians.append(row["time_ms_median"])
-        floor.append(_reference_median(threads, measure.max_seconds))
+        floor.append(_reference_median(seq_len, mode, threads, measure.max_seconds))
     return medians, floor
 
 
@@ -208,7 +212,7 @@ def main() -> int:
                 medians, floor = spread(seq_len, mode, 5, suite, threads)
                 print(f"   {threads} thread(s), baseline sdpa {mode} n={seq_len}: medians "
                       f"{', '.join(f'{m:.2f}' for m in medians)} ms; CV {_cv(medians) * 100:.2f}%")
-                print(f"      machine floor, a bare 1024x1024 matmul loop in a process after each: "
+                print(f"      floor: torch.utils.benchmark on the same workload, a fresh process after each: "
                       f"{', '.join(f'{m:.2f}' for m in floor)} ms; CV {_cv(floor) * 100:.2f}%")
 
     if "overhead" in only:

@@ -48,17 +48,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"estimated time: {estimate_seconds(tasks, suite.measure) / 60:.1f} min (rough: analytic FLOPs "
               "at an assumed throughput, capped by each point's budget)")
         return EXIT_OK
-    _warn_if_busy()
+    for warning in machine_warnings(suite.measure.threads, os.cpu_count() or 1,
+                                    os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0):
+        print(f"warning: {warning}", file=sys.stderr)
     return _finish(runner.start(suite, _run_options(args)))
 
 
-def _warn_if_busy() -> None:
-    """Say so up front when other work shares the machine: it is the usual cause of noisy timings."""
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+def machine_warnings(threads: int | None, cores: int, load: float) -> list[str]:
+    """Said up front: what about this machine will make the timings noisy (never stops a run)."""
+    out = []
     if load > 0.5 * cores:
-        print(f"warning: load average {load:.1f} on {cores} cores: other work shares this machine, "
-              "so timings will be noisy (the manifest records the load)", file=sys.stderr)
+        out.append(f"load average {load:.1f} on {cores} cores: other work shares this machine, so timings "
+                   "will be noisy (the manifest records the load)")
+    if threads is not None and threads >= cores:
+        # bench_harness.py on the 2-core CI machine: CV of a point's median over 5 processes about
+        # 5-6% at 2 threads (torch.utils.benchmark's own: 6-8%), under 2% at 1 thread.
+        out.append(f"measure.threads={threads} uses all {cores} cores: anything else that runs stalls a "
+                   "step, so medians vary more from run to run; fewer threads than cores are steadier")
+    return out
 
 
 def _run_options(args: argparse.Namespace):  # -> runner.RunOptions

@@ -193,3 +193,14 @@ def test_workers_start_with_the_fixed_malloc_thresholds(tmp_path: Path) -> None:
     proc.join(60)
     assert out.read_text() == (users or MALLOC_TUNABLES)
     assert os.environ.get("GLIBC_TUNABLES") == users
+
+
+def test_the_run_warns_when_the_machine_will_make_timings_noisy() -> None:
+    from harness.cli import machine_warnings
+
+    assert machine_warnings(threads=1, cores=2, load=0.3) == []
+    assert machine_warnings(threads=None, cores=2, load=0.3) == []
+    (busy,) = machine_warnings(threads=1, cores=2, load=1.5)
+    assert "load average 1.5 on 2 cores" in busy
+    (all_cores,) = machine_warnings(threads=2, cores=2, load=0.3)
+    assert "measure.threads=2 uses all 2 cores" in all_cores

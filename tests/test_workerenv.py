@@ -83,3 +83,4 @@ def test_workers_really_run_on_tcmalloc(tmp_path: Path) -> None:
     proc.join(60)
     assert "libtcmalloc" in out.read_text()
     assert "libtcmalloc" not in Path("/proc/self/maps").read_text()  # this process is left alone
+
