@@ -150,7 +150,7 @@ def write_run(path: Path, *, name: str = "seq_len", description: str = "Time and
         "environment": {"harness_version": "0.1.0", "git_commit": "0123456789abcdef0123456789abcdef01234567",
                         "git_dirty": False, "python": "3.11.2", "torch": "2.5.1", "numpy": "2.1.0",
                         "os": "Linux-6.1", "cpu_model": "Test CPU @ 2.0GHz", "cpu_cores": 2, "threads": 2,
-                        "hostname": "bench-1", "gpu": None},
+                        "hostname": "bench-1", "gpu": None, "allocator": "tcmalloc"},
         "n_tasks": len(rows), "status": status, "started_at": "2025-01-01T12:00:00+00:00",
         "finished_at": None if status != "complete" else "2025-01-01T12:20:00+00:00"}
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -201,7 +201,8 @@ def test_report_has_every_section_top_to_bottom(seq_run: tuple[Path, str]) -> No
 
 def test_header_names_the_machine_commit_and_status(seq_run: tuple[Path, str]) -> None:
     _, page = seq_run
-    for text in ("seq_len", "Test CPU @ 2.0GHz (2 cores)", "0123456789ab", "2.5.1", "2025-01-01 12:00", "complete"):
+    for text in ("seq_len", "Test CPU @ 2.0GHz (2 cores)", "0123456789ab", "2.5.1", "2025-01-01 12:00", "complete",
+                 "tcmalloc"):
         assert text in page, text
 
 
