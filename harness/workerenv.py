@@ -13,7 +13,7 @@ Fixing the threshold high (and never trimming) removes that, but glibc's heap th
 first steps of a process keep growing it (a train step at n=1024 faulted in 0.9 GB more in its
 second step than in its first, and the step was 1.8x slower), and each process fragments
 differently. tcmalloc keeps freed blocks in per-size lists and hands the same ones back, so from
-the second step on a step touches no new memory (0-1 k page faults against 230 k) and the
+the second step on a step touches no new memory (0-2 page faults against ~200 k) and the
 warm-up step is ~40% cheaper. PyTorch's CPU tuning guides recommend it (or jemalloc) for the same
 reasons. So workers preload tcmalloc when the system has it (Debian/Ubuntu package
 libtcmalloc-minimal4) and fall back to glibc with fixed thresholds otherwise.
