@@ -22,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.accuracy import TASKS, accuracy_config, train_and_evaluate  # noqa: E402
+from harness.measure.training import train_and_evaluate  # noqa: E402
+from harness.suite.task import accuracy_config  # noqa: E402
+from harness.tasks import TASKS  # noqa: E402
 
 RATIOS = (0.0, 0.25, 0.5, 1.0)
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_gate.py --trials 4       # a quick look
     python benchmarks/bench_gate.py --reanalyze DIR  # re-judge trials kept with --keep DIR (no measuring)
 
-Each trial is one real interleaved measurement (harness.gate.ab.interleave, the engine of
+Each trial is one real interleaved measurement (harness.run.ab.interleave, the engine of
 `harness gate --against`) of a one-point suite with four sides, `--rounds` rounds each, the order
 rotating from round to round:
 
@@ -39,13 +39,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from harness.analysis import Run, load_run  # noqa: E402
-from harness.gate.ab import Side, interleave  # noqa: E402
-from harness.gate.compare import Comparison, compare_runs  # noqa: E402
+from harness.compare.within import Run, load_run  # noqa: E402
+from harness.run.ab import Side, interleave  # noqa: E402
+from harness.compare.runs import Comparison, compare_runs  # noqa: E402
 from harness.gate.confirm import confirm  # noqa: E402
-from harness.gate.forkserver import ForkServerExecutor  # noqa: E402
-from harness.gate.policy import load_policy  # noqa: E402
-from harness.suite import Suite, load_suite  # noqa: E402
+from harness.run.forkserver import ForkServerExecutor  # noqa: E402
+from harness.compare.policy import load_policy  # noqa: E402
+from harness.suite.loading import Suite, load_suite  # noqa: E402
 from tests.gate_fixture_models import SLOWDOWN_ENV  # noqa: E402
 
 SUITE = """\

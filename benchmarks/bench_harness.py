@@ -28,12 +28,12 @@ import torch.utils.benchmark as tbench
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.devices import CpuDevice  # noqa: E402
-from harness.executor import LocalProcessExecutor  # noqa: E402
-from harness.measure_speed import make_step, timed_steps  # noqa: E402
-from harness.schema import MeasureConfig, PointTask  # noqa: E402
-from harness.suite import Suite, load_suite  # noqa: E402
-from harness.workerenv import worker_env  # noqa: E402
+from harness.measure.devices import CpuDevice  # noqa: E402
+from harness.run.executor import LocalProcessExecutor  # noqa: E402
+from harness.measure.speed import make_step, timed_steps  # noqa: E402
+from harness.suite.task import MeasureConfig, PointTask  # noqa: E402
+from harness.suite.loading import Suite, load_suite  # noqa: E402
+from harness.run.workerenv import worker_env  # noqa: E402
 from models.registry import build_model, model_config  # noqa: E402
 from models.transformer import make_inputs  # noqa: E402
 
@@ -103,7 +103,7 @@ def agreement(seq_len: int, mode: str, rounds: int, window_s: float) -> Agreemen
 _REFERENCE = """
 import sys, torch, torch.utils.benchmark as tbench
 sys.path.insert(0, {root!r})
-from harness.measure_speed import make_step
+from harness.measure.speed import make_step
 from models.registry import build_model, model_config
 from models.transformer import make_inputs
 torch.set_num_threads({threads})
@@ -147,8 +147,8 @@ def _cv(values: list[float]) -> float:
 
 
 def overhead(suite: Path) -> dict[str, float]:
-    from harness.runner import run_suite
-    from harness.store import RunDir
+    from harness.run.runner import run_suite
+    from harness.results.store import RunDir
 
     started = time.perf_counter()
     run = RunDir(run_suite(suite, output_dir=ROOT / "reports" / "bench", report=False))
@@ -168,7 +168,7 @@ FIGURES = ("agreement", "spread", "overhead")
 
 
 def _in_worker_env() -> None:
-    """Re-run this script in the environment the harness's workers start with (harness/workerenv.py).
+    """Re-run this script in the environment the harness's workers start with (harness/run/workerenv.py).
 
     The agreement figure times both stopwatches in this process; measured in a plain shell
     environment, the very same step is ~25% slower (glibc maps and zero-fills big tensors afresh)

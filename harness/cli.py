@@ -20,9 +20,9 @@ class UsageError(Exception):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness import runner
-    from harness.suite import load_suite
-    from harness.sweep import estimate_seconds, expand
+    from harness.run import runner
+    from harness.suite.loading import load_suite
+    from harness.suite.sweep import estimate_seconds, expand
 
     if args.resume:
         if args.suite or args.set:
@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("harness run: give a SUITE file (or --resume RUN_DIR)")
     suite = load_suite(args.suite, args.set)
     if args.profile == "pyspy":
-        from harness.profiling.pyspy import pyspy_available
+        from harness.measure.profiling.pyspy import pyspy_available
 
         ok, why = pyspy_available()
         if not ok:
@@ -69,7 +69,7 @@ def machine_warnings(threads: int | None, cores: int, load: float) -> list[str]:
 
 
 def _run_options(args: argparse.Namespace):  # -> runner.RunOptions
-    from harness.runner import RunOptions
+    from harness.run.runner import RunOptions
 
     return RunOptions(output_dir=Path(args.output_dir) if args.output_dir else None, profile=args.profile,
                       progress=not args.no_progress and sys.stderr.isatty() or args.progress,
@@ -77,7 +77,7 @@ def _run_options(args: argparse.Namespace):  # -> runner.RunOptions
 
 
 def _finish(outcome) -> int:  # outcome: runner.RunOutcome
-    from harness.analysis import load_run, summary_table
+    from harness.compare.within import load_run, summary_table
 
     run = load_run(outcome.run_dir)
     if len(run.results):
@@ -96,8 +96,8 @@ def _finish(outcome) -> int:  # outcome: runner.RunOutcome
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from harness.suite import SuiteError, load_suite
-    from harness.sweep import expand
+    from harness.suite.loading import SuiteError, load_suite
+    from harness.suite.sweep import expand
 
     status = EXIT_OK
     for path in args.suites:
@@ -113,7 +113,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what in ("suites", "all"):
-        from harness.suite import list_suites
+        from harness.suite.loading import list_suites
 
         print("suites:")
         for info in list_suites(args.dir):
@@ -197,8 +197,8 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.suite import SuiteError
-    from harness.workerenv import AllocatorError, allocator
+    from harness.suite.loading import SuiteError
+    from harness.run.workerenv import AllocatorError, allocator
 
     parser = build_parser()
     args = parser.parse_args(argv)

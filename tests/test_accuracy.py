@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from harness.accuracy import accuracy_config, get_task, resolve_model_config, train_and_evaluate
-from harness.accuracy import train as train_module
-from harness.accuracy.tasks import IGNORE_INDEX, TASKS, TaskOptionError, UnknownTaskError
-from harness.accuracy.tasks.digits import Digits
-from harness.accuracy.tasks.listops import (VOCAB, ListOpsSyntaxError, apply_operator, evaluate,
+from harness.measure.training import resolve_model_config, train_and_evaluate
+from harness.suite.task import accuracy_config
+from harness.tasks import get_task
+from harness.measure import training as train_module
+from harness.tasks import IGNORE_INDEX, TASKS, TaskOptionError, UnknownTaskError
+from harness.tasks.digits import Digits
+from harness.tasks.listops import (VOCAB, ListOpsSyntaxError, apply_operator, evaluate,
                                             generate_tree, to_tokens)
-from harness.schema import AccuracyConfig
+from harness.suite.task import AccuracyConfig
 
 TINY_MODEL = {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32}
 TINY_OPTIONS = {
@@ -58,7 +60,7 @@ def test_digits_shapes_and_scaling() -> None:
 
 def test_patches_keep_pixels_in_raster_order() -> None:
     task = get_task("digits", patch_size=2)
-    from harness.accuracy.tasks.digits import _load
+    from harness.tasks.digits import _load
 
     images, _ = _load()
     idx_train, _ = task.split_indices()
@@ -74,7 +76,7 @@ def test_digits_split_is_stratified_and_disjoint() -> None:
     idx_train, idx_eval = task.split_indices()
     assert not set(idx_train) & set(idx_eval)
     assert len(idx_train) + len(idx_eval) == 1797
-    from harness.accuracy.tasks.digits import _load
+    from harness.tasks.digits import _load
 
     labels = _load()[1]
     total, held = Counter(labels.tolist()), Counter(labels[idx_eval].tolist())
@@ -292,8 +294,8 @@ def test_shipped_suite_trains_each_task_with_its_default_budget() -> None:
     # come from that task's own default budget, and each task gets points of its own.
     from pathlib import Path
 
-    from harness.suite import load_suite
-    from harness.sweep import expand
+    from harness.suite.loading import load_suite
+    from harness.suite.sweep import expand
 
     suite = load_suite(Path(__file__).resolve().parent.parent / "suites" / "accuracy.yaml")
     tasks = expand(suite)
@@ -306,7 +308,7 @@ def test_shipped_suite_trains_each_task_with_its_default_budget() -> None:
 
 
 def test_a_bad_task_name_is_a_suite_error(tmp_path) -> None:
-    from harness.suite import SuiteError, load_suite
+    from harness.suite.loading import SuiteError, load_suite
 
     path = tmp_path / "acc.yaml"
     path.write_text("name: a\nvariants: {b: {model: baseline}}\nsweep:\n  task: [digts]\n"

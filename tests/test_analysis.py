@@ -1,4 +1,4 @@
-"""harness.analysis on small, hand-checkable run directories written the way the runner writes them."""
+"""harness.compare.within on small, hand-checkable run directories written the way the runner writes them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import analysis, stats
-from harness.schema import RESULT_FIELDS
+from harness import stats
+from harness.compare import within as analysis
+from harness.results.schema import RESULT_FIELDS
 
 SPREAD = (-0.02, -0.01, 0.0, 0.01, 0.02)  # samples around a known median
 

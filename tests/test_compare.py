@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from harness import stats
-from harness.analysis import Run, results_frame
-from harness.gate.compare import NothingToCompare, compare_runs
+from harness.compare.within import Run, results_frame
+from harness.compare.runs import NothingToCompare, compare_runs
 from harness.gate.confirm import confirm
 from harness.gate.markdown import render_markdown
-from harness.gate.policy import MetricRule, Policy, PolicyError, Rule, load_policy
+from harness.compare.policy import MetricRule, Policy, PolicyError, Rule, load_policy
 from harness.gate.table import terminal
-from harness.gate.verdict import Verdict, adjust, decide, ratio_of_ratios, t_two_sided, time_change
+from harness.compare.verdict import Verdict, adjust, decide, ratio_of_ratios, t_two_sided, time_change
 
 ROOT = Path(__file__).resolve().parent.parent
 

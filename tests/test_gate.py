@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, harness_cmd, tiny_suite
-from harness.executor import CommandExecutor
-from harness.suite import load_suite
-from harness.sweep import expand
+from harness.run.executor import CommandExecutor
+from harness.suite.loading import load_suite
+from harness.suite.sweep import expand
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ metrics:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.runner import run_suite
+    from harness.run.runner import run_suite
 
     tmp = tmp_path_factory.mktemp("gate")
     return run_suite(tiny_suite(tmp / "tiny.yaml", seq_lens="[16]"), output_dir=tmp / "runs", report=False)
@@ -156,10 +156,11 @@ def test_against_measures_both_trees_interleaved_and_removes_the_worktree(tmp_pa
 
 
 def test_command_executor_runs_the_worker_from_the_given_tree(tmp_path: Path) -> None:
-    # A stand-in tree whose harness.worker reports where it was imported from.
-    (tmp_path / "harness").mkdir()
+    # A stand-in tree whose harness.run.worker reports where it was imported from.
+    (tmp_path / "harness" / "run").mkdir(parents=True)
     (tmp_path / "harness" / "__init__.py").write_text("")
-    (tmp_path / "harness" / "worker.py").write_text(
+    (tmp_path / "harness" / "run" / "__init__.py").write_text("")
+    (tmp_path / "harness" / "run" / "worker.py").write_text(
         "import json, os, sys\n"
         "for task in json.load(open(sys.argv[1])):\n"
         "    with open(sys.argv[2], 'a') as fh:\n"
@@ -167,7 +168,7 @@ def test_command_executor_runs_the_worker_from_the_given_tree(tmp_path: Path) ->
         " 'cwd': os.getcwd()}) + '\\n')\n")
     task = expand(load_suite(tiny_suite(tmp_path / "tiny.yaml", seq_lens="[16]")))[0]
     [row] = CommandExecutor(root=tmp_path).run([task], timeout=60)
-    assert row["file"] == str(tmp_path / "harness" / "worker.py") and row["cwd"] == str(tmp_path)
+    assert row["file"] == str(tmp_path / "harness" / "run" / "worker.py") and row["cwd"] == str(tmp_path)
 
 
 def test_the_shipped_gate_suite_and_baseline_agree() -> None:

@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_suite
-from harness.analysis import load_run
-from harness.gate.ab import Side, interleave
-from harness.gate.compare import compare_runs
-from harness.gate.lockstep import Conductor
-from harness.gate.policy import load_policy
-from harness.gate.verdict import paired_contrast, paired_logs
-from harness.suite import load_suite
-from harness.turns import ENV, Turns
+from harness.compare.within import load_run
+from harness.run.ab import Side, interleave
+from harness.compare.runs import compare_runs
+from harness.run.lockstep import Conductor
+from harness.compare.policy import load_policy
+from harness.compare.verdict import paired_contrast, paired_logs
+from harness.suite.loading import load_suite
+from harness.run.turns import ENV, Turns
 
 # A stand-in worker: `steps` busy "steps" of 20 ms, each logged as (start, end) on the system-wide
 # monotonic clock, the turn given back after each; optionally dying (no goodbye) after `die_after`.
 WORKER = """
 import json, os, sys, time
-from harness.turns import Turns
+from harness.run.turns import Turns
 steps, die_after, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 turns = Turns.from_env()
 turns.wait()

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.profiling import pyspy
-from harness.profiling.flamegraph import render_flamegraph
-from harness.profiling.pyspy import (
+from harness.measure.profiling import pyspy
+from harness.measure.profiling.flamegraph import render_flamegraph
+from harness.measure.profiling.pyspy import (
     PySpyUnavailable, parse_collapsed, postprocess, pyspy_available, to_speedscope, top_self, wrap_command,
 )
-from harness.profiling.torch_profile import profile_steps
+from harness.measure.profiling.torch_profile import profile_steps
 
 # numpy rather than torch: importing torch costs seconds on a busy 2-core machine, and this
 # test is about py-spy seeing the loop, not about torch.
@@ -180,7 +180,7 @@ def test_torch_profile_on_cuda_without_cuda_notes_it(tmp_path: Path) -> None:
 
 
 def test_focus_keeps_only_samples_inside_the_function_rooted_there() -> None:
-    from harness.profiling.pyspy import focus_stacks
+    from harness.measure.profiling.pyspy import focus_stacks
 
     stacks = {("main (w.py:1)", "import_torch (w.py:2)"): 90,
               ("main (w.py:1)", "timed_steps (m.py:5)", "forward (t.py:9)"): 7,

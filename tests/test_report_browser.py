@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from harness.analysis import comparisons, load_run
+from harness.compare.within import comparisons, load_run
 from harness.report import render_comparison, render_report
 
 pytestmark = pytest.mark.slow

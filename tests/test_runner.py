@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from conftest import ROOT, harness_cmd, tiny_suite
-from harness.devices import CpuDevice
-from harness.runner import RunOptions, resume, start
-from harness.store import RunDir
-from harness.suite import load_suite
-from harness.sweep import expand
+from harness.measure.devices import CpuDevice
+from harness.run.runner import RunOptions, resume, start
+from harness.results.store import RunDir
+from harness.suite.loading import load_suite
+from harness.suite.sweep import expand
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,7 @@ def test_cpu_step_peak_ignores_blocks_left_by_an_earlier_measurement() -> None:
 
 
 def test_results_rows_follow_the_contract(tmp_path: Path) -> None:
-    from harness.schema import RESULT_FIELDS
+    from harness.results.schema import RESULT_FIELDS
 
     run = _run(tiny_suite(tmp_path / "s.yaml", seq_lens="[16]"), tmp_path / "runs")
     for line in run.results_path.read_text().splitlines():
@@ -183,8 +183,8 @@ def test_results_rows_follow_the_contract(tmp_path: Path) -> None:
 def test_workers_start_with_the_fixed_malloc_thresholds(tmp_path: Path) -> None:
     """glibc reads GLIBC_TUNABLES at process start: the fork server must get it, this process not
     (unless the user set their own, which is then kept)."""
-    from harness.executor import _forkserver
-    from harness.workerenv import MALLOC_TUNABLES
+    from harness.run.executor import _forkserver
+    from harness.run.workerenv import MALLOC_TUNABLES
 
     users = os.environ.get("GLIBC_TUNABLES")
     out = tmp_path / "env.txt"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import harness_cmd, tiny_suite
-from harness.profiling.pyspy import pyspy_available
-from harness.store import RunDir
+from harness.measure.profiling.pyspy import pyspy_available
+from harness.results.store import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_torch_profile_writes_a_trace_with_aten_ops(tmp_path: Path) -> None:
 def test_pyspy_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from harness import cli
-    from harness.profiling import pyspy
+    from harness.measure.profiling import pyspy
 
     monkeypatch.setattr(pyspy, "pyspy_available", lambda: (False, "py-spy not found on PATH"))
     suite = tiny_suite(tmp_path / "s.yaml", seq_lens="[32]", metrics="[time]")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.schema import AccuracyConfig, MeasureConfig
-from harness.suite import Problem, Suite, SuiteError, Variant, list_suites, load_suite
+from harness.suite.task import AccuracyConfig, MeasureConfig
+from harness.suite.loading import Problem, Suite, SuiteError, Variant, list_suites, load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "suites").glob("*.yaml"))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.schema import MeasureConfig, PointTask
-from harness.suite import Suite, load_suite
-from harness.sweep import (RUN_START_S, WORKER_START_S, _matmul_flops, combinations, estimate_seconds, expand,
+from harness.suite.task import MeasureConfig, PointTask
+from harness.suite.loading import Suite, load_suite
+from harness.suite.sweep import (RUN_START_S, WORKER_START_S, _matmul_flops, combinations, estimate_seconds, expand,
                            group_key, point_id)
 from models.config import REUSE_KEYS, TransformerConfig
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.telemetry import TELEMETRY_FIELDS, open_telemetry, nvml_target
-from harness.telemetry.nvml import GPU_FIELDS, GpuSampler
-from harness.telemetry.rapl import CPU_FIELDS, RaplMeter, energy_delta_uj
+from harness.measure.telemetry import TELEMETRY_FIELDS, open_telemetry, nvml_target
+from harness.measure.telemetry.nvml import GPU_FIELDS, GpuSampler
+from harness.measure.telemetry.rapl import CPU_FIELDS, RaplMeter, energy_delta_uj
 
 
 # ---- a stand-in for the pynvml module: only the names the sampler uses ----------------------

@@ -1,4 +1,4 @@
-"""Which allocator measuring workers start with (harness/workerenv.py), and that they really do."""
+"""Which allocator measuring workers start with (harness/run/workerenv.py), and that they really do."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, harness_cmd
-from harness import workerenv
-from harness.workerenv import ALLOCATOR_VAR, MALLOC_TUNABLES, AllocatorError, allocator, worker_env
+from harness.run import workerenv
+from harness.run.workerenv import ALLOCATOR_VAR, MALLOC_TUNABLES, AllocatorError, allocator, worker_env
 
 CLEAN: dict[str, str] = {}  # an environment with none of the variables involved
 
@@ -73,7 +73,7 @@ def test_a_bad_allocator_request_exits_2_before_anything_runs(tmp_path: Path) ->
                     reason="no libtcmalloc on this machine (Debian: apt-get install libtcmalloc-minimal4)")
 def test_workers_really_run_on_tcmalloc(tmp_path: Path) -> None:
     """The fork server is started with LD_PRELOAD, so every worker has tcmalloc mapped."""
-    from harness.executor import _forkserver
+    from harness.run.executor import _forkserver
 
     if os.environ.get("LD_PRELOAD") or os.environ.get(ALLOCATOR_VAR):
         pytest.skip("the user's own LD_PRELOAD or REUSE_BENCH_ALLOCATOR is in effect")

@@ -29,8 +29,8 @@ def _guard(handler: Handler) -> Handler:
     here, so the handlers translate their own errors.
     """
     from harness.gate.errors import ABError, GateInputError
-    from harness.gate.policy import PolicyError
-    from harness.suite import SuiteError
+    from harness.compare.policy import PolicyError
+    from harness.suite.loading import SuiteError
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_gate(args: argparse.Namespace) -> int:
     from harness.gate.gate import compare_dirs, confirm_stored, exit_code, publish
-    from harness.gate.policy import load_policy
+    from harness.compare.policy import load_policy
 
     if args.against:
         if args.cand or args.baseline:
@@ -72,16 +72,16 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return exit_code(comparison)
 
 
-def _gate_against(args: argparse.Namespace):  # -> harness.gate.compare.Comparison
-    from harness.gate.git import repo_root, resolve_rev
+def _gate_against(args: argparse.Namespace):  # -> harness.compare.runs.Comparison
+    from harness.run.git import repo_root, resolve_rev
 
     repo = repo_root()
     resolve_rev(repo, args.against)  # a typo in REV should not wait for torch and the suite to load
-    from harness.analysis import load_run
-    from harness.gate.ab import against
+    from harness.compare.within import load_run
+    from harness.run.ab import against
     from harness.gate.confirm import confirm
     from harness.gate.gate import compare_dirs
-    from harness.suite import load_suite
+    from harness.suite.loading import load_suite
 
     suite_path = Path(args.suite or "ci/gate.yaml")
     if not suite_path.exists() and not suite_path.is_absolute():
@@ -105,7 +105,7 @@ def _gate_against(args: argparse.Namespace):  # -> harness.gate.compare.Comparis
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from harness.export import export_run
+    from harness.results.export import export_run
     from harness.gate.gate import open_run
 
     open_run(args.run, "run")  # one clear message for a path that is not a run directory

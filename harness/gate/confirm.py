@@ -17,11 +17,11 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from harness.analysis import Run, load_run
-from harness.gate.compare import Check, Comparison, compare_runs
-from harness.gate.policy import METRIC_KINDS
+from harness.compare.within import Run, load_run
+from harness.compare.runs import Check, Comparison, compare_runs
+from harness.compare.policy import METRIC_KINDS
 from harness.gate.table import percent
-from harness.gate.verdict import Verdict
+from harness.compare.verdict import Verdict
 
 # Measures the points holding these point_ids again; returns (baseline run, candidate run).
 Remeasure = Callable[[set[str]], tuple[Run, Run]]
@@ -86,14 +86,14 @@ def stored_remeasure(base: Run, cand: Run) -> tuple[Remeasure | None, str]:
 
 def measure_points(cand: Run, ids: set[str]) -> Path:
     """Run the points of the candidate's suite that hold `ids` again, into a sibling run directory."""
-    from harness.devices import get_device
-    from harness.envinfo import environment
-    from harness.executor import LocalProcessExecutor
-    from harness.runner import points
-    from harness.store import FORMAT_VERSION, RunDir, now_iso
-    from harness.suite import Suite
-    from harness.sweep import expand
-    from harness.worker import base_row
+    from harness.measure.devices import get_device
+    from harness.run.environment import environment
+    from harness.run.executor import LocalProcessExecutor
+    from harness.run.runner import points
+    from harness.results.store import FORMAT_VERSION, RunDir, now_iso
+    from harness.suite.loading import Suite
+    from harness.suite.sweep import expand
+    from harness.run.worker import base_row
 
     suite = Suite.from_json(cand.manifest["suite"])
     groups = [point for point in points(expand(suite)) if any(t.point_id in ids for t in point)]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.analysis import Run, load_run
-from harness.gate.compare import Comparison, Context, NothingToCompare, compare_runs
+from harness.compare.within import Run, load_run
+from harness.compare.runs import Comparison, Context, NothingToCompare, compare_runs
 from harness.gate.errors import GateInputError
 from harness.gate.markdown import render_markdown
-from harness.gate.policy import load_policy
+from harness.compare.policy import load_policy
 from harness.gate.table import terminal
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_INVALID = 0, 1, 2

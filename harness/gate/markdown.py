@@ -6,9 +6,9 @@ then every check folded away in <details> so the summary stays short on a green 
 
 from __future__ import annotations
 
-from harness.gate.compare import Check, Comparison
+from harness.compare.runs import Check, Comparison
 from harness.gate.table import COLUMNS, cells, counts_line, grouped_notes, header, shown, sorted_checks, verdict_line
-from harness.gate.verdict import Verdict
+from harness.compare.verdict import Verdict
 
 
 def _escape(cell: str) -> str:

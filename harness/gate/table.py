@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from harness.gate.compare import Check, Comparison
-from harness.gate.verdict import Verdict
+from harness.compare.runs import Check, Comparison
+from harness.compare.verdict import Verdict
 
 COLUMNS: tuple[str, ...] = ("verdict", "metric", "point", "variant", "baseline", "candidate", "change",
                             "95% CI", "p adj.", "gated")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness import stats
-from harness.analysis import Run, comparisons, load_run
+from harness.compare.within import Run, comparisons, load_run
 from harness.report import context, fmt
 from harness.report.frame import axis_plan, finite, having, normalize, num, ordered_variants, point_label, samples_of
 from harness.report.plotkit import Plot, Styler, faceted, legend_name, log_x, match, ratio_axis, series_keys

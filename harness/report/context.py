@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis import PREFERRED_BACKENDS
+from harness.compare.within import PREFERRED_BACKENDS
 from harness.report import fmt
 from harness.report.frame import AxisPlan, finite, num, point_label
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from harness.schema import RESULT_FIELDS
+from harness.results.schema import RESULT_FIELDS
 
 NUMERIC: tuple[str, ...] = (
     "seq_len", "batch_size", "reuse_ratio", "reuse_heads",

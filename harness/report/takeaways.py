@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.analysis import best_baseline
+from harness.compare.within import best_baseline
 from harness.report import fmt
 from harness.report.frame import AxisPlan, finite, having, num, point_label, samples_of, series_name
 

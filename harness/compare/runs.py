@@ -1,0 +1,341 @@
+"""Compare a candidate run with a baseline run, point by point and metric by metric.
+
+Rows are matched by (point_id, variant): point_ids hash what was measured, so they are stable
+across runs and machines. Every comparison becomes a `Check` with the change, its CI, an
+adjusted p-value where statistics apply, and a verdict under the policy.
+
+Machine independence (DESIGN.md §4): within-run ratios (reuse speedup over each baseline, and
+efficiency against the FLOP-ideal speedup) are gated on any machine; absolute times only when the
+two runs' machine fingerprints match, and as information otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from harness.compare.within import Run, comparisons
+from harness.compare.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
+from harness.compare.verdict import (Contrast, Verdict, adjust, decide, decide_exact, decide_percent, paired_contrast,
+                                  paired_logs, ratio_of_ratios, time_change)
+
+Context = Literal["stored", "interleaved"]
+EXACT_METRICS: tuple[str, ...] = tuple(m for m, kind in METRIC_KINDS.items() if kind == "exact")
+ROW_FIELDS: tuple[str, ...] = ("model", "device", "mode", "backend", "seq_len", "batch_size", "reuse_ratio")
+
+
+@dataclass(eq=False)  # identity: a check with NaN fields must still equal itself
+class Check:
+    """One metric at one point (or one reuse-vs-baseline pair), baseline run vs candidate run."""
+
+    metric: str                   # a policy metric name, or "row" for a missing/failed row
+    point_id: str
+    variant: str                  # "reuse", or "reuse / baseline[sdpa]" for ratio checks
+    label: str                    # the point in words: "forward eager n256 b2"
+    fields: dict[str, Any]        # what policy rules match on
+    base: float | int | None
+    cand: float | int | None
+    ratio: float = math.nan       # cand / base
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p: float = math.nan
+    p_adjusted: float = math.nan
+    threshold: float = 0.0
+    gated: bool = True
+    verdict: Verdict = Verdict.UNCHANGED
+    note: str = ""
+    # The check whose test this one is (efficiency = speedup x an unchanged FLOP ratio): one
+    # hypothesis, counted once when p-values are adjusted.
+    same_test_as: "Check | None" = None
+
+    @property
+    def change(self) -> float:
+        return self.ratio - 1.0
+
+
+@dataclass
+class Comparison:
+    base: Run
+    cand: Run
+    policy: Policy
+    context: Context
+    same_machine: bool
+    checks: list[Check] = field(default_factory=list)
+    new_rows: int = 0             # ok candidate rows the baseline does not have
+    confirmations: list[Path] = field(default_factory=list)  # re-measured runs (harness.gate.confirm)
+    confirm_note: str = ""        # why timing regressions were not re-measured, if they were not
+
+    def failing(self) -> list[Check]:
+        fail = {Verdict.REGRESSED, Verdict.CHANGED, Verdict.FAILED}
+        if self.policy.fail_on_missing:
+            fail.add(Verdict.MISSING)
+        if self.policy.fail_on_noisy:
+            fail.add(Verdict.NOISY)
+        return [c for c in self.checks if c.gated and c.verdict in fail]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failing()
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.checks:
+            out[str(c.verdict)] = out.get(str(c.verdict), 0) + 1
+        return out
+
+
+class NothingToCompare(ValueError):
+    """The two runs share no measured row: not the same suite, or one of them measured nothing."""
+
+
+def fingerprint(run: Run) -> str | None:
+    env = run.manifest.get("environment") or {}
+    return env.get("machine_fingerprint")
+
+
+def infer_context(base: Run, cand: Run) -> Context:
+    """Interleaved when both runs come from one `harness gate --against` measurement."""
+    a, b = base.manifest.get("ab") or {}, cand.manifest.get("ab") or {}
+    return "interleaved" if a.get("pair_id") and a.get("pair_id") == b.get("pair_id") else "stored"
+
+
+def in_lockstep(base: Run, cand: Run) -> bool:
+    """Both sides of one lockstep `harness gate --against` measurement: timings pair up step by step."""
+    a, b = base.manifest.get("ab") or {}, cand.manifest.get("ab") or {}
+    return bool(a.get("pair_id") and a.get("pair_id") == b.get("pair_id") and a.get("lockstep") and b.get("lockstep"))
+
+
+def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None = None) -> Comparison:
+    context = context or infer_context(base, cand)
+    fp_base, fp_cand = fingerprint(base), fingerprint(cand)
+    same_machine = context == "interleaved" or (fp_base is not None and fp_base == fp_cand)
+    result = Comparison(base, cand, policy, context, same_machine)
+    base_rows, cand_rows = _rows_by_key(base.results), _rows_by_key(cand.results)
+    ok_base = {k: r for k, r in base_rows.items() if r.get("status") == "ok"}
+    if not any(k in cand_rows for k in ok_base):
+        raise NothingToCompare(f"no measured row of the baseline {base.path} appears in {cand.path}: "
+                               "are both runs of the same suite (and model config)?")
+    paired = in_lockstep(base, cand)
+    common = {"context": context, "same_machine": same_machine, "lockstep": paired}
+    for key, brow in ok_base.items():
+        result.checks += _row_checks(brow, cand_rows.get(key), policy, common, fp_base, fp_cand, paired)
+    result.new_rows = sum(1 for k, r in cand_rows.items() if r.get("status") == "ok" and k not in ok_base)
+    result.checks += _ratio_checks(base, cand, policy, common, paired)
+    _judge_statistical(result.checks, policy)
+    return result
+
+
+# ---- per-row checks --------------------------------------------------------------------------
+def _rows_by_key(results: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    if results.empty:
+        return {}
+    return {(r["point_id"], r["variant"]): r for r in results.to_dict("records")}
+
+
+def _num(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _samples(row: dict[str, Any]) -> np.ndarray:
+    values = row.get("time_ms_samples")
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        return np.empty(0)
+    x = np.array([_num(v) for v in values], dtype=np.float64)
+    return x[np.isfinite(x) & (x > 0)]
+
+
+def _rounds(row: dict[str, Any]) -> list[np.ndarray]:
+    """The samples split by the worker (round) that took them; one round unless an A/B run."""
+    values = row.get("time_ms_samples")
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        return []
+    x = np.array([_num(v) for v in values], dtype=np.float64)
+    sizes = row.get("ab_round_sizes")
+    parts = [x]
+    if isinstance(sizes, (list, tuple, np.ndarray)) and len(sizes) > 1 and int(np.sum(sizes)) == x.size:
+        parts = np.split(x, np.cumsum(sizes)[:-1].astype(int))
+    kept = [p[np.isfinite(p) & (p > 0)] for p in parts]
+    return [p for p in kept if p.size]
+
+
+def _clean(value: Any) -> Any:
+    """A row value as a plain Python scalar (NaN -> None) for fields and display."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else (int(value) if float(value).is_integer() else float(value))
+    return value
+
+
+def point_label(row: dict[str, Any]) -> str:
+    parts = [str(row.get("mode") or ""), str(row.get("backend") or ""), f"n{_clean(row.get('seq_len'))}",
+             f"b{_clean(row.get('batch_size'))}"]
+    if (row.get("device") or "cpu") != "cpu":
+        parts.insert(0, str(row["device"]))
+    axes = row.get("axes") if isinstance(row.get("axes"), dict) else {}
+    shown = {"device", "mode", "backend", "seq_len", "batch_size", "reuse_ratio", "reuse_heads"}
+    parts += [f"{k}={v}" for k, v in sorted(axes.items()) if k not in shown]
+    return " ".join(p for p in parts if p)
+
+
+def _fields(row: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    return {"point_id": row.get("point_id"), "variant": row.get("variant"),
+            **{k: _clean(row.get(k)) for k in ROW_FIELDS}, **common}
+
+
+def _pairs(rows: list[dict[str, Any]], paired: bool) -> list[list[np.ndarray]] | None:
+    """Per-round pair log ratios of (base, cand) row pairs measured in lockstep; None if any is not."""
+    if not paired or not all(r.get("ab_lockstep") for r in rows):
+        return None
+    pairs = [paired_logs(_rounds(b), _rounds(c)) for b, c in zip(rows[::2], rows[1::2])]
+    return None if any(p is None for p in pairs) else pairs  # type: ignore[return-value]
+
+
+def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Policy, common: dict[str, Any],
+                fp_base: str | None, fp_cand: str | None, paired: bool = False) -> list[Check]:
+    fields = _fields(brow, common)
+
+    def make(metric: str, base: Any, cand: Any, **kw: Any) -> Check:
+        rule = policy.rule_for(metric, fields)
+        kw.setdefault("gated", rule.gate)
+        return Check(metric, str(brow["point_id"]), str(brow["variant"]), point_label(brow), fields,
+                     base, cand, threshold=rule.threshold, **kw)
+
+    if crow is None:
+        return [make("row", None, None, verdict=Verdict.MISSING, gated=True,
+                     note="measured in the baseline, absent from the candidate run")]
+    if crow.get("status") != "ok":
+        return [make("row", None, None, verdict=Verdict.FAILED, gated=True,
+                     note=f"candidate {crow.get('status')}: {str(crow.get('error') or '')[:200]}")]
+    checks = []
+    for metric in EXACT_METRICS:
+        base, cand = _clean(brow.get(metric)), _clean(crow.get(metric))
+        if base is None:
+            continue  # not measured in the baseline: nothing to hold the candidate to
+        if cand is None:
+            checks.append(make(metric, base, None, verdict=Verdict.MISSING, note="not measured in the candidate"))
+        else:
+            checks.append(make(metric, base, cand, ratio=_ratio(base, cand), verdict=decide_exact(base, cand)))
+    base_mem, cand_mem = _num(brow.get("peak_mem_bytes")), _num(crow.get("peak_mem_bytes"))
+    if math.isfinite(base_mem):
+        if not math.isfinite(cand_mem):
+            checks.append(make("peak_mem_bytes", int(base_mem), None, verdict=Verdict.MISSING,
+                               note="not measured in the candidate"))
+        else:
+            threshold = policy.rule_for("peak_mem_bytes", fields).threshold
+            checks.append(make("peak_mem_bytes", int(base_mem), int(cand_mem), ratio=_ratio(base_mem, cand_mem),
+                               verdict=decide_percent(base_mem, cand_mem, threshold)))
+    bs, cs = _samples(brow), _samples(crow)
+    if bs.size:
+        check = make("time_ms", float(np.median(bs)), float(np.median(cs)) if cs.size else None)
+        if not cs.size:
+            check.verdict, check.note = Verdict.MISSING, "no timing samples in the candidate"
+        elif min(bs.size, cs.size) < policy.min_samples:
+            check.note = f"fewer than min_samples={policy.min_samples} samples"
+            check.ratio = float(np.median(cs)) / float(np.median(bs))
+        elif (pairs := _pairs([brow, crow], paired)) is not None:
+            check.ratio, check.ci_low, check.ci_high, check.p = paired_contrast(pairs, [1], policy.confidence).as_tuple()
+            check.note = "lockstep: step-by-step pairs"
+        else:
+            check.ratio, check.ci_low, check.ci_high, check.p = time_change(_rounds(brow), _rounds(crow),
+                                                                            policy.confidence)
+        if not common["same_machine"]:
+            check.gated = False
+            check.note = (f"different machines ({fp_base} vs {fp_cand}): absolute time shown, not gated"
+                          + (f"; {check.note}" if check.note else ""))
+        checks.append(check)
+    return checks
+
+
+def _ratio(base: Any, cand: Any) -> float:
+    b, c = _num(base), _num(cand)
+    return c / b if math.isfinite(b) and math.isfinite(c) and b != 0 else math.nan
+
+
+# ---- within-run ratio checks -------------------------------------------------------------------
+def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any], paired: bool = False) -> list[Check]:
+    """Speedup and efficiency of every reuse row against every baseline at its point."""
+    base_comps, cand_comps = comparisons(base.results), comparisons(cand.results)
+    if base_comps.empty or cand_comps.empty:
+        return []
+    rows_b, rows_c = _rows_by_id(base.results), _rows_by_id(cand.results)
+    cand_index = {(r["point_id"], r["reference_point_id"]): r for r in cand_comps.to_dict("records")}
+    checks: list[Check] = []
+    for comp in base_comps.to_dict("records"):
+        other = cand_index.get((comp["point_id"], comp["reference_point_id"]))
+        if other is None:
+            continue  # the row checks already report the missing or failed row
+        pair = [rows_b[comp["reference_point_id"]], rows_b[comp["point_id"]],
+                rows_c[comp["reference_point_id"]], rows_c[comp["point_id"]]]
+        samples = [_samples(r) for r in pair]
+        fields = {**_fields(rows_b[comp["point_id"]], common), "reference_backend": comp["reference_backend"],
+                  "same_backend": bool(comp["same_backend"]), "reference_point_id": comp["reference_point_id"]}
+        variant = f"{comp['variant']} / {comp['reference_variant']}[{comp['reference_backend']}]"
+        label = point_label(rows_b[comp["point_id"]])
+        if min(s.size for s in samples) < policy.min_samples:
+            contrast = Contrast(_ratio(comp["speedup"], other["speedup"]), math.nan, math.nan, math.nan, math.nan, None)
+            note = f"fewer than min_samples={policy.min_samples} samples"
+        elif (pairs := _pairs([pair[0], pair[2], pair[1], pair[3]], paired)) is not None:
+            # speedup_cand / speedup_base = (reference change) / (reuse change), pair by pair
+            contrast = paired_contrast(pairs, [1, -1], confidence=policy.confidence)
+            note = "lockstep: step-by-step pairs"
+        else:
+            contrast = ratio_of_ratios(*(_rounds(r) for r in pair), confidence=policy.confidence)
+            note = ""
+        speedup = _ratio_check("speedup", contrast, comp, other, variant, label, fields, policy, note)
+        checks.append(speedup)
+        scale = _ideal_scale(comp, other)
+        if math.isfinite(scale):  # no FLOPs in one of the runs: there is no efficiency to compare
+            efficiency = _ratio_check("efficiency", contrast.scaled(scale), comp, other, variant, label, fields,
+                                      policy, note)
+            if scale == 1.0:
+                efficiency.same_test_as = speedup
+            checks.append(efficiency)
+    return checks
+
+
+def _ratio_check(metric: str, contrast: Contrast, comp: dict[str, Any], other: dict[str, Any], variant: str,
+                 label: str, fields: dict[str, Any], policy: Policy, note: str) -> Check:
+    rule = policy.rule_for(metric, fields)
+    return Check(metric, str(comp["point_id"]), variant, label, fields, _clean(comp[metric]), _clean(other[metric]),
+                 ratio=contrast.estimate, ci_low=contrast.low, ci_high=contrast.high, p=contrast.p,
+                 threshold=rule.threshold, gated=rule.gate, note=note)
+
+
+def _rows_by_id(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {r["point_id"]: r for r in results.to_dict("records")}
+
+
+def _ideal_scale(base_comp: dict[str, Any], cand_comp: dict[str, Any]) -> float:
+    """efficiency = speedup / FLOP-ideal speedup, and the FLOP-ideal is deterministic, so the
+    efficiency change is the speedup change times ideal_base / ideal_cand. NaN without FLOPs."""
+    ideal_change = _ratio(base_comp["flop_ideal_speedup"], cand_comp["flop_ideal_speedup"])
+    return 1.0 / ideal_change if math.isfinite(ideal_change) and ideal_change > 0 else math.nan
+
+
+# ---- verdicts of the statistical checks ----------------------------------------------------
+def _judge_statistical(checks: list[Check], policy: Policy) -> None:
+    """Adjust p-values over the gated family (and, separately, the informational one), then decide."""
+    statistical = [c for c in checks if METRIC_KINDS.get(c.metric) == "statistical" and c.verdict != Verdict.MISSING]
+    for family in ([c for c in statistical if c.gated], [c for c in statistical if not c.gated]):
+        if not family:
+            continue
+        tested = [c for c in family if c.same_test_as is None or c.same_test_as not in family]
+        adjusted = dict(zip(map(id, tested), adjust([c.p for c in tested], policy.correction)))
+        # a check that repeats another's test takes that test's adjusted p
+        p_adj = [adjusted[id(c)] if id(c) in adjusted else adjusted[id(c.same_test_as)] for c in family]
+        verdicts = decide([c.ratio for c in family], [c.ci_low for c in family], [c.ci_high for c in family],
+                          p_adj, [c.threshold for c in family],
+                          [HIGHER_IS_WORSE[c.metric] for c in family], policy.alpha)
+        for check, p, verdict in zip(family, p_adj, verdicts):
+            check.p_adjusted, check.verdict = float(p), verdict

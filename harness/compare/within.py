@@ -1,0 +1,382 @@
+"""Load stored runs and set every reuse result against the baselines measured at the same point.
+
+A run directory holds `manifest.json` (what ran, where) and `results.jsonl` (one row per
+(point, variant), see harness.suite.task.RESULT_FIELDS). Everything downstream (the report, the CI
+gate, notebooks) reads runs through `load_run` and compares variants through `comparisons`, so
+the rules live in one place:
+
+- A candidate (any ok row whose model is not "baseline") is compared with EVERY ok baseline row at
+  its point, one output row per baseline, which means one per baseline backend: reuse must be
+  shown against the fused (SDPA) baseline as well as the eager one (DESIGN.md §2).
+- Speedups are baseline time ÷ candidate time (> 1: the candidate is faster), with a bootstrap CI
+  computed from the raw samples, never from the summary columns alone.
+- A missing metric gives NaN in its column, never an exception: a run killed halfway or a suite
+  measuring only memory must still load and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from harness import stats
+from harness.results.jsonl import read_rows
+from harness.results.schema import RESULT_FIELDS
+from models.config import REUSE_KEYS
+
+MANIFEST_FORMAT_VERSION = 1
+BASELINE_MODEL = "baseline"
+# Flat columns that locate a point; every other swept key comes from the row's `axes` dict.
+POINT_COLUMNS: tuple[str, ...] = ("device", "mode", "seq_len", "batch_size")
+# Swept keys that may differ between a candidate and the baselines it is compared with: reuse
+# settings (the baseline has none) and the backend (each baseline backend is its own reference).
+_NOT_GROUPING: frozenset[str] = REUSE_KEYS | {"backend"} | set(POINT_COLUMNS)
+# Baseline backends listed first in tables; any other backend follows in sorted order.
+PREFERRED_BACKENDS: tuple[str, ...] = ("eager", "sdpa")
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One stored run: its manifest and one flat results row per (point, variant)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    results: pd.DataFrame  # list columns (time_ms_samples) hold lists, dict columns hold dicts
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", self.path.name))
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run directory's results.jsonl (or of a .jsonl file given directly).
+
+    A run killed mid-write leaves a partial last line; it is ignored. An unreadable line anywhere
+    else means the file was damaged some other way, and silently dropping rows there would bias
+    the comparison, so that raises. When a (point_id, variant) appears more than once (a point
+    re-run after a retry or a resume), the last row wins.
+    """
+    file = Path(path) / "results.jsonl" if Path(path).is_dir() else Path(path)
+    rows: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for row in read_rows(file):
+        key = (row.get("point_id"), row.get("variant"))
+        rows.pop(key, None)  # re-insert so the surviving row sits where it was last written
+        rows[key] = row
+    return list(rows.values())
+
+
+def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a DataFrame with every RESULT_FIELDS column present (first, in contract order)."""
+    frame = pd.DataFrame(list(rows))
+    for column in RESULT_FIELDS:
+        if column not in frame.columns:
+            frame[column] = None
+    extra = [c for c in frame.columns if c not in RESULT_FIELDS]
+    return frame[list(RESULT_FIELDS) + extra]
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    if not manifest_file.exists():
+        raise FileNotFoundError(f"{path} is not a run directory: no manifest.json")
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    version = manifest.get("format_version")
+    if version != MANIFEST_FORMAT_VERSION:
+        raise ValueError(f"{manifest_file}: format_version {version!r} is not supported "
+                         f"(this harness reads {MANIFEST_FORMAT_VERSION})")
+    return Run(path=path, manifest=manifest, results=results_frame(read_results(path)))
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    return [load_run(p) for p in paths]
+
+
+# ---- comparisons -----------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> Any:
+    """A hashable, comparable form of a flat column value: NaN -> None, 1024.0 -> 1024."""
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        return int(value) if float(value).is_integer() else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _num(value: Any) -> float:
+    """A metric as float; absent, null or non-numeric metrics are NaN."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _samples(value: Any) -> np.ndarray:
+    """Finite raw samples of a list column; empty when the metric was not measured."""
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return np.empty(0)
+    values = np.array([_num(v) for v in value], dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0.0:
+        return math.nan
+    return numerator / denominator
+
+
+def _median_time(row: dict[str, Any]) -> float:
+    median = _num(row.get("time_ms_median"))
+    if math.isnan(median):
+        samples = _samples(row.get("time_ms_samples"))
+        median = float(np.median(samples)) if samples.size else math.nan
+    return median
+
+
+def _axes(row: dict[str, Any]) -> dict[str, Any]:
+    axes = row.get("axes")
+    return axes if isinstance(axes, dict) else {}
+
+
+_MISSING = object()
+
+
+def _matches(candidate: dict[str, Any], baseline_axes: dict[str, Any]) -> bool:
+    # Keys only the candidate sweeps (the baseline ignores them) do not split the group: one
+    # baseline row serves every value of them, as it serves every reuse_ratio.
+    return all(_axes(candidate).get(k, _MISSING) == v for k, v in baseline_axes.items())
+
+
+def _speedup_ci(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[float, float]:
+    ref, cand = _samples(reference.get("time_ms_samples")), _samples(candidate.get("time_ms_samples"))
+    # A single sample has no spread to resample; a zero-width interval would claim certainty.
+    if ref.size < 2 or cand.size < 2:
+        return math.nan, math.nan
+    _, low, high = stats.ratio_of_medians_ci(ref, cand)
+    return low, high
+
+
+def _flop_ratio(candidate: dict[str, Any], reference: dict[str, Any]) -> float:
+    # Use one FLOP source for both sides: an analytic count over a counted one is meaningless.
+    for column in ("flops_analytic", "flops_counted"):
+        ratio = _ratio(_num(candidate.get(column)), _num(reference.get(column)))
+        if not math.isnan(ratio):
+            return ratio
+    return math.nan
+
+
+def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: dict[str, Any]) -> dict[str, Any]:
+    cand_time, ref_time = _median_time(candidate), _median_time(reference)
+    speedup = _ratio(ref_time, cand_time)
+    ci_low, ci_high = _speedup_ci(reference, candidate) if math.isfinite(speedup) else (math.nan, math.nan)
+    mem_ratio = _ratio(_num(candidate.get("peak_mem_bytes")), _num(reference.get("peak_mem_bytes")))
+    flop_ratio = _flop_ratio(candidate, reference)
+    flop_ideal = _ratio(1.0, flop_ratio)
+    backend, reference_backend = candidate.get("backend"), reference.get("backend")
+    return {
+        **{column: _scalar(candidate.get(column)) for column in POINT_COLUMNS},
+        **group_axes,
+        "variant": candidate.get("variant"),
+        "model": candidate.get("model"),
+        "backend": backend,
+        "reference_variant": reference.get("variant"),
+        "reference_backend": reference_backend,
+        "same_backend": backend == reference_backend,
+        "reuse_ratio": _num(candidate.get("reuse_ratio")),
+        "reuse_heads": _num(candidate.get("reuse_heads")),
+        "reuse_source": candidate.get("reuse_source"),
+        "time_ms": cand_time,
+        "reference_time_ms": ref_time,
+        "speedup": speedup,
+        "speedup_ci_low": ci_low,
+        "speedup_ci_high": ci_high,
+        "mem_ratio": mem_ratio,
+        "mem_saving": 1.0 - mem_ratio,
+        "flop_ratio": flop_ratio,
+        "flop_ideal_speedup": flop_ideal,
+        "efficiency": _ratio(speedup, flop_ideal),
+        "accuracy_delta": _num(candidate.get("accuracy_mean")) - _num(reference.get("accuracy_mean")),
+        "point_id": candidate.get("point_id"),
+        "reference_point_id": reference.get("point_id"),
+    }
+
+
+# The columns of `comparisons`, in order; the extra swept keys of a suite go after the first four.
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    *POINT_COLUMNS, "variant", "model", "backend", "reference_variant", "reference_backend",
+    "same_backend", "reuse_ratio", "reuse_heads", "reuse_source", "time_ms", "reference_time_ms",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "mem_ratio", "mem_saving", "flop_ratio",
+    "flop_ideal_speedup", "efficiency", "accuracy_delta", "point_id", "reference_point_id",
+)
+
+
+def _ok_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
+    if results.empty or "status" not in results.columns:
+        return []
+    return [row for row in results.to_dict("records") if row.get("status") == "ok"]
+
+
+def comparisons(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (candidate row, baseline row at the same point): see the module docstring.
+
+    The point is (device, mode, seq_len, batch_size) plus every other swept key the baseline
+    sees, except backend and reuse keys. Extra swept keys appear as columns after the point
+    columns. Candidates with no baseline at their point produce no row (see `unmatched`).
+    """
+    rows = _ok_rows(results)
+    baselines_at: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("model") == BASELINE_MODEL:
+            core = tuple(_scalar(row.get(c)) for c in POINT_COLUMNS)
+            baselines_at.setdefault(core, []).append(row)
+    out: list[dict[str, Any]] = []
+    for candidate in rows:
+        if candidate.get("model") == BASELINE_MODEL:
+            continue
+        core = tuple(_scalar(candidate.get(c)) for c in POINT_COLUMNS)
+        for reference in baselines_at.get(core, []):
+            group_axes = {k: v for k, v in _axes(reference).items() if k not in _NOT_GROUPING}
+            if _matches(candidate, group_axes):
+                out.append(_compare(candidate, reference, group_axes))
+    if not out:
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    frame = pd.DataFrame(out)
+    axis_columns = [c for c in frame.columns if c not in COMPARISON_COLUMNS]
+    n_point = len(POINT_COLUMNS)
+    order = list(COMPARISON_COLUMNS[:n_point]) + axis_columns + list(COMPARISON_COLUMNS[n_point:])
+    return frame[order]
+
+
+def unmatched(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Ok candidate rows that no baseline row could be compared with (e.g. its baseline failed)."""
+    compared = set((comparisons(results) if comps is None else comps)["point_id"])
+    lonely = {row.get("point_id") for row in _ok_rows(results)
+              if row.get("model") != BASELINE_MODEL and row.get("point_id") not in compared}
+    if not lonely:
+        return results.iloc[0:0]
+    return results[(results["status"] == "ok") & results["point_id"].isin(lonely)]
+
+
+def best_baseline(comps: pd.DataFrame) -> pd.DataFrame:
+    """Per candidate row, the comparison against the fastest baseline at its point.
+
+    "Faster" is the lower reference median time; a candidate whose baselines have no time
+    (an accuracy-only suite) keeps its first comparison. Row order follows `comps`.
+    """
+    if comps.empty:
+        return comps.copy()
+    ranked = comps.assign(_order=np.arange(len(comps)))
+    ranked = ranked.sort_values("reference_time_ms", kind="mergesort", na_position="last")
+    best = ranked.drop_duplicates(subset=["point_id"], keep="first")
+    return best.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+# ---- plain-text summary ----------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    number = _num(value)
+    return "-" if math.isnan(number) else format(number, spec)
+
+
+def _speedup_cell(row: pd.Series) -> str:
+    cell = _fmt(row["speedup"])
+    if cell != "-" and not math.isnan(_num(row["speedup_ci_low"])):
+        cell += f" [{_fmt(row['speedup_ci_low'])},{_fmt(row['speedup_ci_high'])}]"
+    return cell
+
+
+def _reuse_cell(row: pd.Series) -> str:
+    if not math.isnan(_num(row["reuse_ratio"])):
+        return _fmt(row["reuse_ratio"], "g")
+    return "-" if math.isnan(_num(row["reuse_heads"])) else f"K={_fmt(row['reuse_heads'], '.0f')}"
+
+
+def _label(value: Any) -> str:
+    value = _scalar(value)
+    return "-" if value is None else str(value)
+
+
+def _first_finite(values: pd.Series) -> float:
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    return float(finite.iloc[0]) if len(finite) else math.nan
+
+
+def _reference_order(backends: Iterable[Any]) -> list[str]:
+    found = {b for b in backends if isinstance(b, str)}
+    return [b for b in PREFERRED_BACKENDS if b in found] + sorted(found - set(PREFERRED_BACKENDS))
+
+
+def _render(header: list[str], rows: list[list[str]], left: int, gaps: list[str]) -> list[str]:
+    """Columns padded to their widest cell; the first `left` columns are left-aligned (labels)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "".join(gap + part for gap, part in zip(gaps, parts)).rstrip()
+
+    return [line(header)] + [line(r) for r in rows]
+
+
+def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> str:
+    """A compact table for the end of `harness run`: one line per candidate row.
+
+    Each line shows the speedup [95% CI] and memory ratio against every baseline backend at its
+    point (eager and sdpa), and the FLOP-ideal speedup. `comps` defaults to comparisons(results).
+    """
+    comps = comparisons(results) if comps is None else comps
+    lines: list[str] = []
+    if comps.empty:
+        lines.append("no reuse-vs-baseline comparison: no ok candidate and baseline rows share a point")
+    else:
+        references = _reference_order(comps["reference_backend"])
+        axis_columns = [c for c in comps.columns if c not in COMPARISON_COLUMNS]
+        show_accuracy = comps["accuracy_delta"].notna().any()
+        columns = [*POINT_COLUMNS, *axis_columns, "variant", "backend"]
+        labels = ["dev", "mode", "seq", "batch", *axis_columns, "variant", "backend", "reuse"]
+        header = labels + [cell for b in references for cell in (f"vs {b}", "mem")] + ["ideal"]
+        header += ["acc+"] if show_accuracy else []
+        rows = []
+        for _, group in comps.groupby("point_id", sort=False):
+            first = group.iloc[0]
+            cells = [_label(first[c]) for c in columns] + [_reuse_cell(first)]
+            for backend in references:
+                against = group[group["reference_backend"] == backend]
+                if against.empty:
+                    cells += ["-", "-"]
+                    continue
+                # Two baseline variants on one backend: show the faster, as best_baseline does.
+                fastest = against.sort_values("reference_time_ms", na_position="last").iloc[0]
+                cells += [_speedup_cell(fastest), _fmt(fastest["mem_ratio"])]
+            cells.append(_fmt(_first_finite(group["flop_ideal_speedup"])))
+            if show_accuracy:
+                cells.append(_fmt(_first_finite(group["accuracy_delta"]), "+.3f"))
+            rows.append(cells)
+        # Two spaces before each speedup and after the labels, one elsewhere: ~100 columns.
+        gaps = [""] + [" "] * (len(labels) - 1) + ["  " if h != "mem" else " " for h in header[len(labels):]]
+        lines += _render(header, rows, left=len(labels) - 1, gaps=gaps)
+        lines.append("vs X: speedup = baseline-on-X ms / candidate ms (>1: candidate faster),"
+                     " [95% bootstrap CI]")
+        lines.append("mem: candidate / baseline peak memory; ideal: speedup if time followed FLOPs"
+                     + ("; acc+: accuracy gain" if show_accuracy else ""))
+    if not results.empty and "status" in results.columns:
+        counts = results["status"].value_counts()
+        lines.append("rows: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "skipped")))
+        lonely = len(unmatched(results, comps))
+        if lonely:
+            lines.append(f"{lonely} candidate row(s) had no ok baseline at their point")
+    return "\n".join(lines)

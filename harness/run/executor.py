@@ -1,0 +1,168 @@
+"""Executors: take the tasks of one point, return their result rows.
+
+The seam is deliberately narrow (plain PointTasks in, plain rows out) so a cluster engine such
+as Ray can replace the local pool for sweeps that outgrow one machine. Local executors run one
+fresh worker process per point, one point at a time: two measurements sharing 2 cores would
+time each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.forkserver
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from harness.results.jsonl import read_rows
+from harness.suite.task import PointTask
+from harness.run.worker import base_row
+from harness.run.workerenv import worker_env
+
+# Wraps the worker command, e.g. to launch it under py-spy. Gets (command, stem) and returns the
+# command to run.
+CommandWrapper = Callable[[list[str], str], list[str]]
+
+
+class Executor(Protocol):
+    def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]: ...
+
+
+def _worker_env(extra: dict[str, str], root: Path | None = None) -> dict[str, str]:
+    """Workers import the project and user models ("package.module:callable") from the cwd.
+
+    With `root` (another checkout, e.g. the A/B gate's baseline worktree) the worker imports from
+    that tree alone, ahead of anything inherited.
+    """
+    env = {**os.environ, **worker_env(), **extra, "PYTHONUNBUFFERED": "1"}
+    first = (str(root),) if root is not None else (os.getcwd(), str(Path(__file__).resolve().parent.parent))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*first, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _complete(tasks: list[PointTask], rows: list[dict[str, Any]], error: str | None) -> list[dict[str, Any]]:
+    """Every task gets a row: whatever the worker did not report failed with the process."""
+    done = {r["variant"] for r in rows}
+    for task in tasks:
+        if task.variant not in done:
+            rows.append({**base_row(task), "status": "failed",
+                         "error": error or "worker exited without reporting this variant"})
+    return rows
+
+
+def _crash_message(code: int, stderr_path: Path, tail_chars: int = 2000) -> str | None:
+    if code == 0:
+        return None
+    tail = stderr_path.read_bytes().decode(errors="replace")[-tail_chars:].strip() if stderr_path.exists() else ""
+    how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    if code == -signal.SIGKILL:
+        how += " (out of memory?)"
+    return f"worker crashed ({how})" + (f": {tail}" if tail else "")
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"timeout: point still running after {timeout:g} s (measure.timeout); killed"
+
+
+# ---- fork-server workers (default) ------------------------------------------------------------
+_PRELOAD = ["harness.run.preload"]  # torch and the measuring code, then gc.freeze(): see there
+
+
+@functools.lru_cache(maxsize=1)
+def _forkserver() -> multiprocessing.context.BaseContext:
+    """A server process that imports torch once and forks a fresh worker per point.
+
+    Each worker is a new process (no state shared with other points) that skips the 2-5 s of
+    `import torch`; the server itself never runs a torch op, so forking it is safe (no OpenMP
+    pool or CUDA context exists yet).
+    """
+    os.environ["PYTHONPATH"] = _worker_env({})["PYTHONPATH"]
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    # Start the server now, with the workers' environment (harness/run/workerenv.py), which is read
+    # when a process starts; this process's own environment is restored right after.
+    saved = dict(os.environ)
+    os.environ.update(worker_env())
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return ctx
+
+
+def _child(task_json: list[dict[str, Any]], out: str, err: str, artifacts: str | None, profile: str | None) -> None:
+    fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)  # library chatter goes to the stderr file, never into the rows
+    os.dup2(fd, 2)
+    from harness.run.worker import run_tasks
+
+    run_tasks([PointTask.from_json(t) for t in task_json], Path(out),
+              Path(artifacts) if artifacts else None, profile)
+
+
+@dataclass
+class LocalProcessExecutor:
+    """One fresh worker process per point, forked from a server that has already imported torch."""
+
+    artifacts: Path | None = None
+    profile: str | None = None  # "torch": the worker profiles itself
+
+    def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]:
+        ctx = _forkserver()
+        with tempfile.TemporaryDirectory(prefix="reuse-bench-") as tmp:
+            out, err = Path(tmp) / "rows.jsonl", Path(tmp) / "stderr.txt"
+            proc = ctx.Process(target=_child, args=([t.to_json() for t in tasks], str(out), str(err),
+                                                    str(self.artifacts) if self.artifacts else None, self.profile))
+            proc.start()
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+                error: str | None = _timeout_message(timeout)
+            else:
+                error = _crash_message(proc.exitcode or 0, err)
+            return _complete(tasks, read_rows(out), error)
+
+
+# ---- command-line workers (for wrappers such as py-spy) ---------------------------------------
+@dataclass
+class CommandExecutor:
+    """`python -m harness.run.worker` per call, optionally wrapped (e.g. `py-spy record -- ...`)."""
+
+    wrap: CommandWrapper | None = None
+    artifacts: Path | None = None
+    profile: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    root: Path | None = None  # code tree to run the worker from (its cwd too); None: this one
+
+    def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="reuse-bench-") as tmp:
+            task_file, out, err = Path(tmp) / "tasks.json", Path(tmp) / "rows.jsonl", Path(tmp) / "stderr.txt"
+            task_file.write_text(json.dumps([t.to_json() for t in tasks]))
+            cmd = [sys.executable, "-m", "harness.run.worker", str(task_file), str(out)]
+            if self.artifacts is not None:
+                cmd += ["--artifacts", str(self.artifacts)]
+            if self.profile == "torch":
+                cmd += ["--profile", "torch"]
+            if self.wrap is not None:
+                cmd = self.wrap(cmd, tasks[0].point_id)
+            with open(err, "wb") as err_fh:
+                # A new session: on timeout the whole group goes (py-spy and its child too).
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_fh,
+                                        env=_worker_env(self.env, self.root), start_new_session=True, cwd=self.root)
+                try:
+                    error = _crash_message(proc.wait(timeout=timeout), err)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    error = _timeout_message(timeout)
+            return _complete(tasks, read_rows(out), error)

@@ -1,0 +1,99 @@
+"""Measure the variants of one point in this (fresh) process: `python -m harness.run.worker`.
+
+    python -m harness.run.worker TASKS.json OUT.jsonl [--artifacts DIR] [--profile torch]
+
+Each task's result row is appended to OUT.jsonl and fsync'ed as soon as it is measured, so a
+crash or a kill in a later variant loses nothing already done. A Python exception in one variant
+becomes a `failed` row and the next variant still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.results.jsonl import append_row
+from harness.results.schema import RESULT_FIELDS
+from harness.suite.task import PointTask
+from harness.run.turns import Turns
+
+
+def base_row(task: PointTask) -> dict[str, Any]:
+    """The identifying part of a row, filled in before anything can fail."""
+    cfg = task.model_config
+    row: dict[str, Any] = {key: None for key in RESULT_FIELDS}
+    row.update(
+        point_id=task.point_id, variant=task.variant, model=task.model, status="failed",
+        device=task.device, mode=task.mode, backend=cfg.get("backend", "sdpa"),
+        seq_len=task.seq_len, batch_size=task.batch_size,
+        reuse_ratio=cfg.get("reuse_ratio"), reuse_heads=cfg.get("reuse_heads"),
+        reuse_source=cfg.get("reuse_source", "previous") if task.model != "baseline" else None,
+        axes=task.axes, model_config=cfg, seed=task.seed,
+    )
+    if task.model == "baseline":
+        row.update(reuse_ratio=None, reuse_heads=None)
+    return row
+
+
+def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | None = None,
+                 between_steps: Callable[[], None] | None = None) -> dict[str, Any]:
+    row = base_row(task)
+    from harness.measure.devices import get_device
+
+    device = get_device(task.device)
+    reason = device.availability()
+    if reason is not None:
+        return {**row, "status": "skipped", "error": reason}
+    if "accuracy" in task.metrics:
+        from harness.measure.accuracy import measure_accuracy
+
+        return {**row, **measure_accuracy(task)}
+    from harness.measure.speed import measure_speed
+
+    return {**row, **measure_speed(task, device, artifacts=artifacts, profile=profile, between_steps=between_steps)}
+
+
+def run_tasks(tasks: list[PointTask], out: Path, artifacts: Path | None, profile: str | None) -> None:
+    turns = Turns.from_env()  # inactive unless a lockstep A/B run conducts this worker
+    turns.wait()
+    try:
+        for task in tasks:
+            started = time.time()
+            try:
+                row = measure_task(task, artifacts=artifacts, profile=profile,
+                                   between_steps=turns.give_back if turns.active else None)
+            except Exception as exc:  # one variant's failure must not cost the others
+                row = {**base_row(task), "status": "failed",
+                       "error": f"{type(exc).__name__}: {exc}".strip(),
+                       "traceback": traceback.format_exc(limit=8)}
+            row["worker_pid"] = os.getpid()
+            row["started_at"], row["duration_s"] = started, time.time() - started
+            if turns.active:
+                row["lockstep"] = True
+            append_row(out, row)
+            gc.collect()  # free the model and activations before the next variant is measured
+    finally:
+        turns.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.run.worker")
+    parser.add_argument("tasks", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--artifacts", type=Path, default=None)
+    parser.add_argument("--profile", choices=["torch", "pyspy"], default=None)
+    args = parser.parse_args(argv)
+    tasks = [PointTask.from_json(t) for t in json.loads(args.tasks.read_text())]
+    run_tasks(tasks, args.out, args.artifacts, args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

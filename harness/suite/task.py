@@ -1,0 +1,95 @@
+"""What a suite expands into: one `PointTask` per (point, variant), and the settings it carries.
+
+A `PointTask` is what the runner hands a worker process: everything needed to measure one
+(point, variant), in JSON-able values so it can cross a process (or a cluster) boundary. What comes
+back, the result row, is described in harness/results/schema.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.tasks import task_class
+
+Mode = Literal["forward", "train"]
+Metric = Literal["time", "memory", "flops", "accuracy"]
+Status = Literal["ok", "failed", "skipped"]
+
+METRICS: tuple[str, ...] = ("time", "memory", "flops", "accuracy")
+MODES: tuple[str, ...] = ("forward", "train")
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How hard to try when timing one (point, variant)."""
+
+    warmup: int = 3            # untimed steps first: allocator, caches, lazy init
+    min_reps: int = 5          # never stop before this many timed steps
+    max_reps: int = 50
+    target_ci: float = 0.02    # stop once the 95% CI of the median is within ±target_ci of it
+    max_seconds: float = 10.0  # time budget for the timed steps of one (point, variant)
+    timeout: float = 300.0     # a worker still running after this is killed and the point fails
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default (recorded either way)
+
+
+@dataclass(frozen=True)
+class AccuracyConfig:
+    """Training budget for the `accuracy` metric (same for every variant of a suite)."""
+
+    task: str = "digits"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_steps: int = 300
+    eval_every: int = 50       # learning-curve resolution, in steps
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    task_options: dict[str, Any] = field(default_factory=dict)  # task-specific (seq_len, n_pairs, ...)
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """One (point, variant) to measure."""
+
+    point_id: str                  # stable across runs: a hash of the variant's view of the point
+    variant: str                   # suite label, e.g. "reuse"
+    model: str                     # registry name ("baseline", "reuse") or "package.module:callable"
+    model_config: dict[str, Any]   # resolved model config: shared + variant overrides + swept model keys
+    axes: dict[str, Any]           # this point's swept values as the variant sees them (unconcerned keys dropped)
+    device: str                    # "cpu", "cuda", "cuda:1"
+    mode: str                      # "forward" | "train"
+    seq_len: int
+    batch_size: int
+    seed: int
+    metrics: tuple[str, ...]
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    accuracy: AccuracyConfig | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PointTask":
+        data = dict(data)
+        data["measure"] = MeasureConfig(**data["measure"])
+        if data.get("accuracy") is not None:
+            acc = dict(data["accuracy"])
+            acc["seeds"] = tuple(acc["seeds"])
+            data["accuracy"] = AccuracyConfig(**acc)
+        data["metrics"] = tuple(data["metrics"])
+        return cls(**data)
+
+
+
+
+def accuracy_config(task: str, **explicit: Any) -> AccuracyConfig:
+    """The task's default budget, with whatever the suite set explicitly on top.
+
+    A suite that only names the task gets a budget sized for this project's CPU suite. Call this
+    where the suite's `accuracy:` block is read, passing only the keys the user wrote.
+    """
+    fields = {"task": task, **task_class(task).default_budget.training_fields(), **explicit}
+    if "seeds" in fields:
+        fields["seeds"] = tuple(fields["seeds"])
+    return AccuracyConfig(**fields)
