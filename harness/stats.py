@@ -5,7 +5,7 @@ everything here is built on medians and ranks rather than means and normal theor
 
 - `summarize`: the median with a distribution-free 95% CI from order statistics, plus IQR and the
   usual moments (reported for completeness, never used for decisions).
-- `should_stop`: adaptive repetition, stop once the CI of the median is narrow enough.
+- `stop_reason`: adaptive repetition, stop once the CI of the median is narrow enough (or why else).
 - `ratio_of_medians_ci`: speedups (baseline ÷ candidate) with a bootstrap CI.
 - `mann_whitney_u` / `p_value_greater`: is one sample stochastically slower than another?
 - `holm` / `benjamini_hochberg`: many comparisons at once (a gate checks dozens of points).
@@ -133,15 +133,19 @@ def ci_half_width_rel(samples: ArrayLike) -> float:
 MIN_SAMPLES_FOR_CI = 6
 
 
-def should_stop(
+# Why a timing loop stopped; every result row records it (`stop_reason`).
+StopReason = Literal["max_reps", "budget", "ci_target"]
+
+
+def stop_reason(
     samples: Sequence[float],
     min_reps: int,
     max_reps: int,
     target_ci: float,
     elapsed: float,
     max_seconds: float,
-) -> bool:
-    """Adaptive repetition: may the timing loop stop after these samples?
+) -> StopReason | None:
+    """Adaptive repetition: why the timing loop may stop after these samples (None: go on).
 
     Precedence: max_reps is a hard cap; below min_reps we always continue (even past the time
     budget: the worker's own timeout is the backstop for a step that is simply too slow); otherwise
@@ -152,12 +156,14 @@ def should_stop(
     """
     n = len(samples)
     if n >= max_reps:
-        return True
+        return "max_reps"
     if n < min_reps or n == 0:
-        return False
+        return None
     if elapsed >= max_seconds:
-        return True
-    return n >= MIN_SAMPLES_FOR_CI and ci_half_width_rel(samples) <= target_ci
+        return "budget"
+    if n >= MIN_SAMPLES_FOR_CI and ci_half_width_rel(samples) <= target_ci:
+        return "ci_target"
+    return None
 
 
 # ---- ratios of medians ----------------------------------------------------------------------

@@ -43,6 +43,10 @@ def test_run_writes_manifest_and_one_row_per_point_and_variant(tmp_path: Path) -
         assert r["peak_mem_bytes"] > 0 and r["resting_mem_bytes"] > 0
         assert r["flops_counted"] == pytest.approx(r["flops_analytic"], rel=0.01)
         assert r["params"] > 0 and r["threads"] == 1
+        # How the loop stopped, consistent with the settings the row says it ran with.
+        assert r["measure"]["threads"] == 1 and r["measure"]["max_reps"] >= r["time_ms_n"]
+        assert r["stop_reason"] in ("ci_target", "budget", "max_reps")
+        assert (r["stop_reason"] == "max_reps") == (r["time_ms_n"] == r["measure"]["max_reps"])
     baseline, reuse = (next(r for r in rows if r["variant"] == v and r["seq_len"] == 32) for v in ("baseline", "reuse"))
     assert reuse["flops_analytic"] < baseline["flops_analytic"]
     assert baseline["reuse_ratio"] is None and reuse["reuse_ratio"] == 0.5

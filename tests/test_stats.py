@@ -83,27 +83,27 @@ def test_ci_half_width_rel_is_the_wider_side() -> None:
 # ---- adaptive repetition -------------------------------------------------------------------
 
 
-def test_should_stop_precedence() -> None:
+def test_stop_reason_precedence() -> None:
     tight = [10.0 + 0.001 * i for i in range(10)]
     wide = [1.0, 5.0, 10.0, 20.0, 40.0, 2.0, 8.0, 30.0, 3.0, 15.0]
     kw = dict(target_ci=0.02, max_seconds=10.0)
     # Below min_reps: continue even when the CI is tight and the budget is spent.
-    assert not stats.should_stop(tight[:4], min_reps=5, max_reps=50, elapsed=99.0, **kw)
-    assert not stats.should_stop([], min_reps=0, max_reps=50, elapsed=0.0, **kw)
+    assert stats.stop_reason(tight[:4], min_reps=5, max_reps=50, elapsed=99.0, **kw) is None
+    assert stats.stop_reason([], min_reps=0, max_reps=50, elapsed=0.0, **kw) is None
     # A tight CI stops; a wide one does not, until the budget or the cap is reached.
-    assert stats.should_stop(tight, min_reps=5, max_reps=50, elapsed=1.0, **kw)
-    assert not stats.should_stop(wide, min_reps=5, max_reps=50, elapsed=1.0, **kw)
-    assert stats.should_stop(wide, min_reps=5, max_reps=50, elapsed=10.0, **kw)
-    assert stats.should_stop(wide, min_reps=5, max_reps=10, elapsed=1.0, **kw)
+    assert stats.stop_reason(tight, min_reps=5, max_reps=50, elapsed=1.0, **kw) == "ci_target"
+    assert stats.stop_reason(wide, min_reps=5, max_reps=50, elapsed=1.0, **kw) is None
+    assert stats.stop_reason(wide, min_reps=5, max_reps=50, elapsed=10.0, **kw) == "budget"
+    assert stats.stop_reason(wide, min_reps=5, max_reps=10, elapsed=1.0, **kw) == "max_reps"
     # Below 6 samples no order-statistic interval is a 95% CI, so a tight spread alone cannot stop
     # the loop (three samples within ±2% happen often by chance); the budget still can.
-    assert not stats.should_stop(tight[:5], min_reps=3, max_reps=50, elapsed=1.0, **kw)
-    assert stats.should_stop(tight[:6], min_reps=3, max_reps=50, elapsed=1.0, **kw)
-    assert stats.should_stop(tight[:3], min_reps=3, max_reps=50, elapsed=10.0, **kw)
+    assert stats.stop_reason(tight[:5], min_reps=3, max_reps=50, elapsed=1.0, **kw) is None
+    assert stats.stop_reason(tight[:6], min_reps=3, max_reps=50, elapsed=1.0, **kw) == "ci_target"
+    assert stats.stop_reason(tight[:3], min_reps=3, max_reps=50, elapsed=10.0, **kw) == "budget"
     assert stats.median_ci_ranks(stats.MIN_SAMPLES_FOR_CI) == (0, stats.MIN_SAMPLES_FOR_CI - 1)
     assert 1 - 2.0 ** (1 - stats.MIN_SAMPLES_FOR_CI) >= 0.95 > 1 - 2.0 ** (2 - stats.MIN_SAMPLES_FOR_CI)
     # max_reps is a hard cap even if misconfigured below min_reps.
-    assert stats.should_stop(wide[:3], min_reps=5, max_reps=3, elapsed=0.0, **kw)
+    assert stats.stop_reason(wide[:3], min_reps=5, max_reps=3, elapsed=0.0, **kw) == "max_reps"
 
 
 # ---- ratio of medians ----------------------------------------------------------------------

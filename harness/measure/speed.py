@@ -18,7 +18,7 @@ from torch import nn
 
 from harness.measure.devices import Device, peak_rss_bytes, reset_peak_rss
 from harness.suite.task import PointTask
-from harness.stats import should_stop, summarize
+from harness.stats import stop_reason, summarize
 from models.config import REUSE_KEYS, TransformerConfig
 from models.registry import build_model, model_config
 from models.transformer import loss_fn, make_inputs
@@ -187,8 +187,9 @@ def timed_steps(task: PointTask, device: Device, step: Callable[[], object],
                 paused = time.perf_counter()
                 between_steps()
                 waited += time.perf_counter() - paused
-            if should_stop(samples, m.min_reps, m.max_reps, m.target_ci,
-                           time.perf_counter() - started - waited, m.max_seconds):
+            stopped = stop_reason(samples, m.min_reps, m.max_reps, m.target_ci,
+                                  time.perf_counter() - started - waited, m.max_seconds)
+            if stopped is not None:
                 break
     s = summarize(samples)
     tokens = task.batch_size * task.seq_len
@@ -198,6 +199,7 @@ def timed_steps(task: PointTask, device: Device, step: Callable[[], object],
         "time_ms_n": s.n, "time_ms_samples": samples,
         "tokens_per_s": tokens / (s.median / 1e3) if s.median > 0 else None,
         "timed_s": sum(samples) / 1e3,
+        "stop_reason": stopped,
         **(window.summary(len(samples)) if window is not None else
            {"telemetry_note": "not taken in a lockstep run: the window would hold the other worker's steps"}),
     }

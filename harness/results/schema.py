@@ -15,4 +15,6 @@ RESULT_FIELDS: tuple[str, ...] = (
     "time_ms_std", "time_ms_min", "time_ms_n", "time_ms_samples", "tokens_per_s",
     "peak_mem_bytes", "resting_mem_bytes", "peak_rss_bytes",
     "flops_counted", "flops_analytic", "flops_by_component", "params",
+    # how the timing loop stopped (ci_target | budget | max_reps) and the measure settings it ran with
+    "stop_reason", "measure",
 )

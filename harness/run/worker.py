@@ -10,6 +10,7 @@ becomes a `failed` row and the next variant still runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -36,6 +37,9 @@ def base_row(task: PointTask) -> dict[str, Any]:
         reuse_ratio=cfg.get("reuse_ratio"), reuse_heads=cfg.get("reuse_heads"),
         reuse_source=cfg.get("reuse_source", "previous") if task.model != "baseline" else None,
         axes=task.axes, model_config=cfg, seed=task.seed,
+        # The settings this row was measured with: an A/B round or a --set override may differ
+        # from the suite's own measure block.
+        measure=dataclasses.asdict(task.measure),
     )
     if task.model == "baseline":
         row.update(reuse_ratio=None, reuse_heads=None)
