@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,14 @@ def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from harness.run.runner import run_suite
 
     return run_suite(ROOT / "suites" / "smoke.yaml", output_dir=tmp_path_factory.mktemp("smoke"))
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread for a test module (restored after it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

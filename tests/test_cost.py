@@ -18,13 +18,8 @@ from models.transformer import Transformer, make_inputs
 aten = torch.ops.aten
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models on a shared 2-core machine: intra-op threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**overrides: Any) -> TransformerConfig:

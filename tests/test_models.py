@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,8 @@ from models.transformer import AttentionProbs, ReuseAttention, Transformer, _Pro
 B, T = 2, 13  # T differs from every model width below, so T×T tensors are recognisable by shape
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models on a shared 2-core machine: intra-op threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**overrides: Any) -> dict[str, Any]:
