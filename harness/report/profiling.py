@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from harness.report import fmt
+from harness.compare import fmt
 from harness.report.frame import AxisPlan, finite, num, point_label
 
 # Row keys that name profile files. The runner stores py-spy's outputs under the names its

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from harness.report import fmt
+from harness.compare import fmt
 from harness.report.frame import finite, num
 
 Formatter = Callable[[Any], str]

@@ -15,8 +15,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.compare import fmt
 from harness.compare.within import best_baseline
-from harness.report import fmt
 from harness.report.frame import AxisPlan, finite, having, num, point_label, samples_of, series_name
 
 NOISY_CI = 0.05  # a median whose 95% CI reaches further than ±5% is flagged as noisy

@@ -1,7 +1,9 @@
-"""Number formatting shared by tables, takeaways and the comparison page.
+"""Numbers as text, for every printer: the end-of-run summary, `harness compare`/`gate`, the HTML pages.
 
-Every function takes anything (None, NaN, a string from an old row) and returns display text;
-"–" stands for "not measured", so a missing value never reads as zero.
+Every function takes anything (None, NaN, a string from an old row) and returns display text.
+One dash, DASH, stands for "not measured", so a missing value never reads as zero; negative
+numbers carry a true minus sign (−), so a dash and a minus never look alike; a ratio reads
+"1.83×" and a change "+4.2%", wherever it is printed.
 """
 
 from __future__ import annotations
@@ -9,11 +11,25 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.report.frame import num
-
 DASH = "–"
+MINUS = "−"
 # A speedup whose CI lies entirely on one side of 1 is a win or a loss; otherwise it is a tie.
 WIN, LOSS, TIE, UNKNOWN = "win", "loss", "tie", "unknown"
+
+
+def num(value: Any) -> float:
+    """A finite float or NaN, whatever came in (None, '', 'n/a', a bool, a list)."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def _signed(text: str) -> str:
+    return text.replace("-", MINUS)
 
 
 def ms(value: Any) -> str:
@@ -58,6 +74,14 @@ def count(value: Any) -> str:
     return f"{v:.0f}" if v == int(v) else f"{v:.3g}"
 
 
+def exact(value: Any) -> str:
+    """A deterministic count with every digit (a parameter or FLOP count that moved by one)."""
+    v = num(value)
+    if math.isnan(v):
+        return DASH
+    return f"{int(v):,}" if v == int(v) else f"{v:,}"
+
+
 def times(value: Any) -> str:
     """A ratio as '1.83×'."""
     v = num(value)
@@ -67,10 +91,15 @@ def times(value: Any) -> str:
 
 
 def times_ci(value: Any, low: Any, high: Any) -> str:
+    """'1.83× [1.70–1.95]': a ratio and its CI; the CI is left out when there is none."""
     center = times(value)
-    if center == DASH or math.isnan(num(low)) or math.isnan(num(high)):
-        return center
-    return f"{center} [{num(low):.2f}–{num(high):.2f}]"
+    return center if center == DASH else f"{center} {ratio_ci(low, high)}".rstrip()
+
+
+def ratio_ci(low: Any, high: Any) -> str:
+    """'[1.70–1.95]', or '' without a CI."""
+    lo, hi = num(low), num(high)
+    return "" if math.isnan(lo) or math.isnan(hi) else f"[{lo:.2f}–{hi:.2f}]"
 
 
 def percent(value: Any, signed: bool = False, digits: int = 0) -> str:
@@ -78,8 +107,18 @@ def percent(value: Any, signed: bool = False, digits: int = 0) -> str:
     if math.isnan(v):
         return DASH
     v = round(v * 100, digits) + 0.0  # + 0.0 turns -0.0 into 0.0: no "−0%"
-    text = f"{v:+.{digits}f}%" if signed else f"{v:.{digits}f}%"
-    return text.replace("-", "−")
+    return _signed(f"{v:+.{digits}f}%" if signed else f"{v:.{digits}f}%")
+
+
+def change(ratio: Any) -> str:
+    """A ratio new ÷ old as the change it means: 1.042 -> '+4.2%'."""
+    return percent(num(ratio) - 1.0, signed=True, digits=1)
+
+
+def change_ci(low: Any, high: Any) -> str:
+    """The CI of a ratio as changes: '[+1.0%, +7.5%]', or DASH without a CI."""
+    lo, hi = change(low), change(high)
+    return DASH if DASH in (lo, hi) else f"[{lo}, {hi}]"
 
 
 def points(value: Any) -> str:
@@ -88,7 +127,14 @@ def points(value: Any) -> str:
     if math.isnan(v):
         return DASH
     v = round(v * 100, 1) + 0.0
-    return f"{v:+.1f} pt".replace("-", "−")
+    return _signed(f"{v:+.1f} pt")
+
+
+def p_value(value: Any) -> str:
+    v = num(value)
+    if math.isnan(v):
+        return DASH
+    return f"{v:.2g}" if v >= 1e-4 else "<1e-4"
 
 
 def plain(value: Any) -> str:
