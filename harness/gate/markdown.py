@@ -6,9 +6,10 @@ then every check folded away in <details> so the summary stays short on a green 
 
 from __future__ import annotations
 
+from harness.compare.render import COLUMNS, cells, grouped_notes, sorted_checks
 from harness.compare.runs import Check, Comparison
-from harness.gate.table import COLUMNS, cells, counts_line, grouped_notes, header, shown, sorted_checks, verdict_line
 from harness.compare.verdict import Verdict
+from harness.gate.table import counts_line, header, shown, verdict_line
 
 
 def _escape(cell: str) -> str:

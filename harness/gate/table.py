@@ -1,58 +1,13 @@
-"""Checks as text: cell formatting shared by the terminal table and the Markdown summary."""
+"""A comparison in the terminal: who against whom, the checks worth a line, the counts, the verdict."""
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable
+from typing import Any
 
+from harness.compare.render import (COLUMNS, STATISTICAL, cells, grouped_notes, policy_line, sorted_checks,
+                                    tally)
 from harness.compare.runs import Check, Comparison
 from harness.compare.verdict import Verdict
-
-COLUMNS: tuple[str, ...] = ("verdict", "metric", "point", "variant", "baseline", "candidate", "change",
-                            "95% CI", "p adj.", "gated")
-# Failing verdicts first, then what a reader should look at, then the rest.
-_ORDER = {Verdict.FAILED: 0, Verdict.MISSING: 1, Verdict.CHANGED: 2, Verdict.REGRESSED: 3,
-          Verdict.NOISY: 4, Verdict.IMPROVED: 5, Verdict.UNCHANGED: 6}
-
-
-def value(metric: str, v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if metric == "time_ms":
-        return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
-    if metric in ("speedup",):
-        return f"{v:.3f}x"
-    if metric == "efficiency":
-        return f"{v:.3f}"
-    if metric == "peak_mem_bytes":
-        return f"{v / 2**20:.2f} MiB"
-    return str(v)  # exact counts: every digit matters
-
-
-def percent(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{100 * x:+.1f}%"
-
-
-def ci(check: Check) -> str:
-    if not (math.isfinite(check.ci_low) and math.isfinite(check.ci_high)):
-        return "-"
-    return f"[{percent(check.ci_low - 1)}, {percent(check.ci_high - 1)}]"
-
-
-def p_value(p: float) -> str:
-    if not math.isfinite(p):
-        return "-"
-    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
-
-
-def cells(check: Check) -> list[str]:
-    return [str(check.verdict), check.metric, check.label, check.variant, value(check.metric, check.base),
-            value(check.metric, check.cand), percent(check.change), ci(check), p_value(check.p_adjusted),
-            ("yes" if check.gated else "info") + (f" (±{100 * check.threshold:g}%)" if check.threshold else "")]
-
-
-def sorted_checks(checks: Iterable[Check]) -> list[Check]:
-    return sorted(checks, key=lambda c: (_ORDER.get(c.verdict, 9), not c.gated, c.label, c.variant, c.metric))
 
 
 def shown(comparison: Comparison, everything: bool) -> list[Check]:
@@ -64,7 +19,7 @@ def shown(comparison: Comparison, everything: bool) -> list[Check]:
     if everything:
         return sorted_checks(comparison.checks)
     return sorted_checks(c for c in comparison.checks
-                         if c.verdict != Verdict.UNCHANGED or c.metric in ("time_ms", "speedup", "efficiency"))
+                         if c.verdict != Verdict.UNCHANGED or c.metric in STATISTICAL)
 
 
 def render(checks: list[Check]) -> str:
@@ -89,9 +44,7 @@ def header(comparison: Comparison) -> list[str]:
     else:
         lines.append("context: stored baseline, different machine: absolute times informational, "
                      "within-run ratios gated")
-    p = comparison.policy
-    lines.append(f"policy: {p.source} (alpha={p.alpha:g}, correction={p.correction}, "
-                 f"{p.confidence:.0%} bootstrap CIs, timing regressions re-measured {p.confirm}x)")
+    lines.append(policy_line(comparison.policy))
     lines += [f"re-measured: {path}" for path in comparison.confirmations]
     if comparison.confirm_note:
         lines.append(f"not re-measured: {comparison.confirm_note}")
@@ -104,26 +57,9 @@ def _describe(manifest: dict[str, Any]) -> str:
     return f"commit {commit}, machine {env.get('machine_fingerprint') or '?'}"
 
 
-def grouped_notes(checks: Iterable[Check]) -> list[str]:
-    """Each distinct note once, with where it applies (one line, not one per check)."""
-    where: dict[str, list[Check]] = {}
-    for c in checks:
-        if c.note:
-            where.setdefault(c.note, []).append(c)
-    out = []
-    for note, group in where.items():
-        first = group[0]
-        place = f"{first.metric} {first.label} {first.variant}"
-        out.append(f"{place}: {note}" if len(group) == 1 else f"{len(group)} {first.metric} checks: {note}")
-    return out
-
-
 def counts_line(comparison: Comparison) -> str:
-    counts = comparison.counts()
-    parts = [f"{counts[str(v)]} {v}" for v in Verdict if str(v) in counts]
-    quiet = sum(1 for c in comparison.checks if c.verdict == Verdict.UNCHANGED
-                and c.metric not in ("time_ms", "speedup", "efficiency"))
-    line = f"{len(comparison.checks)} checks: " + ", ".join(parts)
+    quiet = sum(1 for c in comparison.checks if c.verdict == Verdict.UNCHANGED and c.metric not in STATISTICAL)
+    line = f"{len(comparison.checks)} checks: {tally(comparison.checks)}"
     if quiet:
         line += f" ({quiet} unchanged exact/memory checks not listed)"
     if comparison.new_rows:
