@@ -1,31 +1,38 @@
-"""Two runs side by side: run B against run A, per (point, variant) and per metric.
+"""Two runs side by side in HTML: the comparison engine's checks of run B against run A.
 
-Rows pair up by (point_id, variant): point ids are hashes of what was measured, so they match
-across runs of the same suite and differ when the suite changed. A time change counts only if it
-is statistically significant (Mann-Whitney on the raw samples, Holm-adjusted over all pairs) AND
-its bootstrap CI excludes "no change" (DESIGN.md §4). Within-run speedups (reuse ÷ baseline) are
-compared too: they transfer across machines where absolute times do not.
+Every change, CI, adjusted p-value and verdict on this page is a harness.compare.runs.Check made
+under the default policy, the checks `harness compare A B` prints, so the page and the terminal
+cannot disagree about a pair of runs. This module only arranges them: findings, the time plot,
+the reuse speedup table and a sortable table of every check, plus the machine differences that
+explain why absolute times may not be gated.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness import stats
-from harness.compare.within import Run, comparisons, load_run
-from harness.report import context, fmt
-from harness.report.frame import axis_plan, finite, having, normalize, num, ordered_variants, point_label, samples_of
+from harness.compare import fmt
+from harness.compare.policy import load_policy
+from harness.compare.render import COLUMNS, cells, gated, sorted_checks, tally
+from harness.compare.runs import Check, Comparison, NothingToCompare, compare_runs, infer_context
+from harness.compare.verdict import Verdict
+from harness.results.load import load_run
+from harness.report import context
+from harness.report.frame import axis_plan, having, normalize, ordered_variants
 from harness.report.plotkit import Plot, Styler, faceted, legend_name, log_x, match, ratio_axis, series_keys
 
-ALPHA = 0.05
 MACHINE_KEYS: tuple[tuple[str, str], ...] = (("cpu_model", "CPU"), ("cpu_cores", "cores"), ("threads", "threads"),
                                              ("torch", "torch"), ("gpu", "GPU"),
                                              ("allocator", "allocator"))
+# The table's columns: a check's cells as the terminal prints them, then what it keeps in notes.
+TABLE_KEYS: tuple[str, ...] = ("verdict", "metric", "point", "variant", "baseline", "candidate", "change",
+                               "ci", "p_adjusted", "gated", "note", "point_id")
+TABLE_LABELS: tuple[str, ...] = (*COLUMNS, "note", "point id")
+CORRECTION_NAMES = {"holm": "Holm-adjusted", "bh": "Benjamini-Hochberg-adjusted", "none": "unadjusted"}
 
 
 def _gpu_name(env: dict[str, Any]) -> str:
@@ -42,142 +49,100 @@ def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def _time_change(row_a: pd.Series, row_b: pd.Series) -> dict[str, float]:
-    sa, sb = samples_of(row_a["time_ms_samples"]), samples_of(row_b["time_ms_samples"])
-    ratio = num(row_b["time_ms_median"]) / num(row_a["time_ms_median"]) if num(row_a["time_ms_median"]) > 0 else math.nan
-    out = {"ratio": ratio, "low": math.nan, "high": math.nan, "p": math.nan}
-    if sa.size >= 2 and sb.size >= 2:
-        out["ratio"], out["low"], out["high"] = stats.ratio_of_medians_ci(sb, sa)
-        out["p"] = stats.mann_whitney_u(sa, sb)[1]
-    return out
+def _slug(verdict: Verdict) -> str:
+    return str(verdict).replace(" ", "-")
 
 
-def _pairs(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """B's rows joined to A's on (point_id, variant), both ok."""
-    ok_a, ok_b = a[a["status"] == "ok"], b[b["status"] == "ok"]
-    return ok_b.merge(ok_a, on=["point_id", "variant"], suffixes=("", "_a"))
+def _of(checks: list[Check], metric: str) -> list[Check]:
+    return [c for c in checks if c.metric == metric]
 
 
-def _verdict(change: dict[str, float], p_adj: float) -> str:
-    significant = finite(p_adj) and p_adj < ALPHA
-    if significant and finite(change["low"]) and change["low"] > 1:
-        return "slower"
-    if significant and finite(change["high"]) and change["high"] < 1:
-        return "faster"
-    return "no change" if finite(change["ratio"]) else "unknown"
+def _raw(check: Check, key: str, text: str) -> str:
+    """What a cell sorts by and the CSV holds: full-precision numbers, '' where there is none."""
+    numbers = {"baseline": check.base, "candidate": check.cand, "change": fmt.num(check.ratio) - 1.0,
+               "p_adjusted": check.p_adjusted}
+    if key not in numbers:
+        return "" if text == fmt.DASH else text
+    value = fmt.num(numbers[key])
+    return "" if np.isnan(value) else repr(value)
 
 
-def metric_rows(a: pd.DataFrame, b: pd.DataFrame) -> list[dict[str, Any]]:
-    pairs = _pairs(a, b)
-    changes = [_time_change(pd.Series({k[:-2]: v for k, v in r.items() if k.endswith("_a")}), r)
-               for _, r in pairs.iterrows()]
-    p_adj = stats.holm([c["p"] for c in changes]) if changes else []
+def _table(checks: list[Check]) -> dict[str, Any]:
+    """Every check (same markup contract as the single-run data table)."""
+    numeric = {"baseline", "candidate", "change", "p_adjusted"}
     rows = []
-    for (_, r), change, p in zip(pairs.iterrows(), changes, p_adj):
-        rows.append({
-            "variant": r["variant"], "backend": r["backend"], "device": r["device"], "mode": r["mode"],
-            "seq_len": r["seq_len"], "batch_size": r["batch_size"], "reuse_ratio": r["reuse_ratio"],
-            "series": r["series"], "time_a": r["time_ms_median_a"], "time_b": r["time_ms_median"],
-            "time_ratio": change["ratio"], "time_low": change["low"], "time_high": change["high"], "p_holm": p,
-            "verdict": _verdict(change, p),
-            "mem_a": r["peak_mem_bytes_a"], "mem_b": r["peak_mem_bytes"],
-            "mem_ratio": num(r["peak_mem_bytes"]) / num(r["peak_mem_bytes_a"]) if num(r["peak_mem_bytes_a"]) > 0 else math.nan,
-            "flop_ratio": num(r["flops_analytic"]) / num(r["flops_analytic_a"]) if num(r["flops_analytic_a"]) > 0 else math.nan,
-            "acc_delta": num(r["accuracy_mean"]) - num(r["accuracy_mean_a"]),
-            "point_id": r["point_id"],
-        })
-    return rows
+    for check in sorted_checks(checks):
+        texts = [*cells(check), check.note or fmt.DASH, check.point_id]
+        rows.append({"status": _slug(check.verdict),
+                     "cells": [{"text": t, "raw": _raw(check, k, t)} for k, t in zip(TABLE_KEYS, texts)]})
+    columns = [{"key": k, "label": label, "numeric": k in numeric} for k, label in zip(TABLE_KEYS, TABLE_LABELS)]
+    return {"columns": columns, "rows": rows}
 
 
-def speedup_rows(run_a: Run, run_b: Run) -> list[dict[str, Any]]:
-    """Reuse-vs-baseline speedups of both runs at the same (candidate, baseline) pair."""
-    ca, cb = comparisons(run_a.results), comparisons(run_b.results)
-    if ca.empty or cb.empty:
-        return []
-    keys = ["point_id", "reference_point_id"]
-    merged = cb.merge(ca[keys + ["speedup", "speedup_ci_low", "speedup_ci_high"]], on=keys, suffixes=("", "_a"))
+def _speedups(checks: list[Check]) -> list[dict[str, Any]]:
+    """The reuse-vs-baseline speedup of both runs and the engine's verdict on its change."""
+    colour = {Verdict.REGRESSED: fmt.LOSS, Verdict.IMPROVED: fmt.WIN}
+    return [{"variant": c.variant, "point": c.label, "a": fmt.times(c.base), "b": fmt.times(c.cand),
+             "change": fmt.change(c.ratio), "ci": fmt.change_ci(c.ci_low, c.ci_high), "verdict": str(c.verdict),
+             "colour": colour.get(c.verdict, ""), "gated": gated(c)}
+            for c in sorted_checks(_of(checks, "speedup"))]
+
+
+def _moved(checks: list[Check], what: str) -> str:
+    """'regressed at 2 and improved at 0 of 16 <what> (14 unchanged)'."""
+    regressed = sum(c.verdict == Verdict.REGRESSED for c in checks)
+    improved = sum(c.verdict == Verdict.IMPROVED for c in checks)
+    return f"regressed at {regressed} and improved at {improved} of {len(checks)} {what} ({tally(checks)})"
+
+
+def _findings(comparison: Comparison, runs: dict[str, pd.DataFrame], machines: list[str]) -> list[str]:
+    checks, policy = comparison.checks, comparison.policy
     out = []
-    for _, r in merged.iterrows():
-        overlap = not (num(r["speedup_ci_low"]) > num(r["speedup_ci_high_a"]) or
-                       num(r["speedup_ci_high"]) < num(r["speedup_ci_low_a"]))
-        out.append({"variant": r["variant"], "backend": r["backend"], "device": r["device"], "mode": r["mode"],
-                    "reference": r["reference_backend"],
-                    "point": point_label(r, ["seq_len", "batch_size", "reuse_ratio"]),
-                    "a": fmt.times_ci(r["speedup_a"], r["speedup_ci_low_a"], r["speedup_ci_high_a"]),
-                    "b": fmt.times_ci(r["speedup"], r["speedup_ci_low"], r["speedup_ci_high"]),
-                    "change": fmt.percent(num(r["speedup"]) / num(r["speedup_a"]) - 1, signed=True),
-                    "differs": not overlap})
-    return out
-
-
-def _table(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sortable table (same markup contract as the single-run data table)."""
-    spec = [("variant", "variant", fmt.plain, False), ("backend", "backend", fmt.plain, False),
-            ("device", "device", fmt.plain, False), ("mode", "mode", fmt.plain, False),
-            ("seq_len", "n", fmt.plain, True), ("batch_size", "B", fmt.plain, True),
-            ("reuse_ratio", "ratio", fmt.plain, True), ("time_a", "time A", fmt.ms, True),
-            ("time_b", "time B", fmt.ms, True), ("time_ratio", "B ÷ A", fmt.times, True),
-            ("time_low", "CI low", fmt.times, True), ("time_high", "CI high", fmt.times, True),
-            ("p_holm", "p (Holm)", lambda v: fmt.DASH if not finite(v) else f"{num(v):.2g}", True),
-            ("verdict", "time verdict", fmt.plain, False), ("mem_a", "peak mem A", fmt.bytes_, True),
-            ("mem_b", "peak mem B", fmt.bytes_, True), ("mem_ratio", "mem B ÷ A", fmt.times, True),
-            ("flop_ratio", "FLOPs B ÷ A", fmt.times, True), ("acc_delta", "accuracy Δ", fmt.points, True),
-            ("point_id", "point id", fmt.plain, False)]
-    columns = [{"key": k, "label": h, "numeric": n} for k, h, _, n in spec]
-    body = []
-    for r in rows:
-        cells = [{"text": f(r[k]), "raw": (repr(num(r[k])) if finite(r[k]) else "") if n else fmt.plain(r[k])}
-                 for k, _, f, n in spec]
-        body.append({"status": r["verdict"].replace(" ", "-"), "cells": cells})
-    return {"columns": columns, "rows": body}
-
-
-def _findings(rows: list[dict[str, Any]], speedups: list[dict[str, Any]], a: pd.DataFrame, b: pd.DataFrame,
-              machines: list[str]) -> list[str]:
-    out = []
-    n = len(rows)
-    if n:
-        slower = [r for r in rows if r["verdict"] == "slower"]
-        faster = [r for r in rows if r["verdict"] == "faster"]
-        median = float(np.nanmedian([num(r["time_ratio"]) for r in rows])) if n else math.nan
-        out.append(f"Time: B is significantly slower at {len(slower)} and faster at {len(faster)} of {n} matched "
-                   f"measurements (median B ÷ A {fmt.times(median)}; Holm-adjusted p < {ALPHA} and CI excluding 1×).")
-        if slower:
-            worst = max(slower, key=lambda r: num(r["time_ratio"]))
-            out.append(f"Largest slowdown: {worst['series']} at {worst['device']} · {worst['mode']} · "
-                       f"{point_label(worst, ['seq_len', 'batch_size', 'reuse_ratio'])}, {fmt.times(worst['time_ratio'])}.")
-        changed_flops = [r for r in rows if finite(r["flop_ratio"]) and abs(num(r["flop_ratio"]) - 1) > 1e-9]
-        if changed_flops:
-            out.append(f"FLOPs differ at {len(changed_flops)} measurement(s): the model or the counting changed "
-                       "between the runs, so time changes there are not like for like.")
+    if checks:
+        out.append(f"{len(checks)} checks of B against A: {tally(checks)}. Regressed or improved means a "
+                   f"{CORRECTION_NAMES[policy.correction]} p < {policy.alpha:g} and a change beyond the check's "
+                   "threshold; too noisy, a CI wider than the threshold. These are the verdicts "
+                   f"`harness compare A B` prints, under the {policy.source}.")
+    times = _of(checks, "time_ms")
+    if times:
+        median = float(np.nanmedian([fmt.num(c.ratio) for c in times]))
+        shown = "" if comparison.same_machine else "; shown, not gated: the runs share no machine fingerprint"
+        out.append(f"Time: {_moved(times, 'matched measurements')}; median B ÷ A {fmt.times(median)}{shown}.")
+        regressed = [c for c in times if c.verdict == Verdict.REGRESSED]
+        if regressed:
+            worst = max(regressed, key=lambda c: fmt.num(c.ratio))
+            out.append(f"Largest time regression: {worst.variant} at {worst.label}, {fmt.times(worst.ratio)}.")
+    flops = [c for c in checks if c.metric.startswith("flops_") and c.verdict == Verdict.CHANGED]
+    if flops:
+        out.append(f"FLOPs differ at {len({c.point_id for c in flops})} measurement(s): the model or the counting "
+                   "changed between the runs, so time changes there are not like for like.")
     if machines:
         out.append("The runs come from different machines or setups (" + "; ".join(machines) + "): compare the "
                    "reuse speedups, which travel across machines, rather than absolute times.")
-    moved = [s for s in speedups if s["differs"]]
+    speedups = _of(checks, "speedup")
     if speedups:
-        out.append(f"Reuse speedups: {len(moved)} of {len(speedups)} (candidate, baseline) pairs moved beyond "
-                   "their confidence intervals between A and B.")
-    only_a = set(zip(a["point_id"], a["variant"])) - set(zip(b["point_id"], b["variant"]))
-    only_b = set(zip(b["point_id"], b["variant"])) - set(zip(a["point_id"], a["variant"]))
-    if only_a or only_b:
-        out.append(f"{len(only_a)} measurement(s) exist only in A and {len(only_b)} only in B (different suites "
-                   "or an interrupted run); they are left out of the comparison.")
-    for name, df in (("A", a), ("B", b)):
-        failed = int((df["status"] == "failed").sum())
-        if failed:
-            out.append(f"Run {name} has {failed} failed measurement(s); see its own report for the errors.")
+        out.append(f"Reuse speedups: {_moved(speedups, '(candidate, baseline) pairs')}.")
+    missing, failed = (sum(c.verdict == v for c in _of(checks, "row")) for v in (Verdict.MISSING, Verdict.FAILED))
+    if missing or failed or comparison.new_rows:
+        out.append(f"{missing} measurement(s) of A are missing from B, {failed} failed in B and "
+                   f"{comparison.new_rows} exist only in B (different suites or an interrupted run).")
+    for name, df in runs.items():
+        n_failed = int((df["status"] == "failed").sum())
+        if n_failed:
+            out.append(f"Run {name} has {n_failed} failed measurement(s); see its own report for the errors.")
     return out
 
 
-def _plot(rows: list[dict[str, Any]], b: pd.DataFrame) -> Plot:
+def _plot(times: list[Check], b: pd.DataFrame) -> Plot:
     title = "Time B ÷ A"
-    caption = "Median time of run B over run A per measurement, with the bootstrap 95% CI; above 1×: B is slower."
-    frame = pd.DataFrame(rows)
+    caption = "Median time of run B over run A per measurement, with its 95% CI; above 1×: B is slower."
     plan = axis_plan(b)
-    if frame.empty or plan.x is None:
+    ratios = pd.DataFrame([{"point_id": c.point_id, "variant": c.variant, "ratio": c.ratio, "low": c.ci_low,
+                            "high": c.ci_high} for c in times])
+    if ratios.empty or plan.x is None:
         return Plot("b-over-a", title, caption, note="Nothing to draw: no matched measurements vary in n or B "
-                    "(the table below has every pair).")
-    frame = frame.rename(columns={"time_ratio": "speedup", "time_low": "speedup_ci_low", "time_high": "speedup_ci_high"})
+                    "(the table below has every check).")
+    frame = ratios.merge(b, on=["point_id", "variant"])  # the checks say how much; B's rows say where
     order = ordered_variants(b)
     keys = series_keys(frame, plan.extra, order)
     styler = Styler(keys, order)
@@ -187,13 +152,13 @@ def _plot(rows: list[dict[str, Any]], b: pd.DataFrame) -> Plot:
         drew = False
         for variant, backend, extra in keys:
             s = sub[(sub["variant"] == variant) & (sub["backend"] == backend) & match(sub, plan.extra, extra)]
-            s = having(s, "speedup").sort_values(plan.x)
+            s = having(s, "ratio").sort_values(plan.x)
             if s.empty:
                 continue
             style = styler(variant, backend, extra)
             x = s[plan.x].to_numpy(float)
-            ax.plot(x, s["speedup"].to_numpy(float), label=legend_name(variant, backend, extra, plan), **style)
-            lo, hi = s["speedup_ci_low"].to_numpy(float), s["speedup_ci_high"].to_numpy(float)
+            ax.plot(x, s["ratio"].to_numpy(float), label=legend_name(variant, backend, extra, plan), **style)
+            lo, hi = s["low"].to_numpy(float), s["high"].to_numpy(float)
             if np.isfinite(lo).all() and np.isfinite(hi).all():
                 ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
             drew = True
@@ -210,9 +175,13 @@ def _plot(rows: list[dict[str, Any]], b: pd.DataFrame) -> Plot:
 
 def comparison_context(path_a: Path, path_b: Path) -> dict[str, Any]:
     run_a, run_b = load_run(path_a), load_run(path_b)
+    policy = load_policy(None)  # what `harness compare A B` uses without --policy
+    try:
+        comparison, nothing = compare_runs(run_a, run_b, policy), None
+    except NothingToCompare as error:  # still a page: both headers, and why there is nothing to judge
+        comparison, nothing = Comparison(run_a, run_b, policy, infer_context(run_a, run_b), False), str(error)
+    checks = comparison.checks
     a, b = normalize(run_a.results), normalize(run_b.results)
-    rows = metric_rows(a, b)
-    speedups = speedup_rows(run_a, run_b)
     machines = machine_differences(run_a.manifest.get("environment") or {}, run_b.manifest.get("environment") or {})
     head_a, head_b = context.header(run_a.manifest, a), context.header(run_b.manifest, b)
     alerts = [{"level": "warn", "text": f"Run {name}: {al['text']}"} for name, h in (("A", head_a), ("B", head_b))
@@ -220,9 +189,11 @@ def comparison_context(path_a: Path, path_b: Path) -> dict[str, Any]:
     if machines:
         alerts.insert(0, {"level": "warn", "text": "Different machines or setups: absolute times are not comparable ("
                           + "; ".join(machines) + ")."})
+    if nothing:
+        alerts.insert(0, {"level": "bad", "text": f"Nothing to compare: {nothing}"})
     return {
         "kind": "compare", "a": head_a, "b": head_b, "alerts": alerts,
-        "findings": _findings(rows, speedups, a, b, machines),
-        "plot": _plot(rows, b), "speedups": speedups, "table": _table(rows),
+        "findings": _findings(comparison, {"A": a, "B": b}, machines),
+        "plot": _plot(_of(checks, "time_ms"), b), "speedups": _speedups(checks), "table": _table(checks),
         "csv_name": f"compare-{Path(path_a).name}-vs-{Path(path_b).name}.csv",
     }
