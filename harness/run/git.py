@@ -9,7 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from harness.gate.errors import ABError
+from harness.errors import InputError
+
+
+class ABError(InputError):
+    """`--against REV`: the repository or REV cannot be used."""
 
 
 def git(repo: Path, *args: str) -> str:

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import InputError
+
 ALLOCATOR_VAR = "REUSE_BENCH_ALLOCATOR"
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 TCMALLOC_LIBRARIES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
@@ -43,7 +45,7 @@ TCMALLOC_SETTINGS = {"TCMALLOC_RELEASE_RATE": "0", "TCMALLOC_LARGE_ALLOC_REPORT_
 _CHOICES = "auto, tcmalloc, glibc or the path of an allocator library"
 
 
-class AllocatorError(ValueError):
+class AllocatorError(InputError):
     """REUSE_BENCH_ALLOCATOR asks for what this machine does not have."""
 
 
