@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.suite.task import AccuracyConfig, MeasureConfig
+from harness.compare.policy import PolicyError, load_policy
 from harness.suite.loading import Problem, Suite, SuiteError, Variant, list_suites, load_suite
+from harness.suite.task import AccuracyConfig, MeasureConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "suites").glob("*.yaml"))
@@ -234,9 +235,16 @@ def test_empty_lists_are_rejected(tmp_path: Path) -> None:
 def test_yaml_syntax_error_reports_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nvariants:\n  a: [model\n  b: 1\n")
     (problem,) = errors(path).problems
-    assert (problem.file, problem.path, problem.line) == (str(path), "", 4)
-    assert str(problem).startswith(f"{path}:4: expected valid YAML; found ")
-    assert "column" in problem.found
+    assert (problem.file, problem.path, problem.line, problem.column) == (str(path), "", 4, 4)
+    assert str(problem).startswith(f"{path}:4:4: expected valid YAML; found ")
+
+
+def test_a_policy_reports_yaml_syntax_errors_as_a_suite_does(tmp_path: Path) -> None:
+    path = write(tmp_path, "alpha: 0.05\nmetrics:\n  time_ms: {threshold: [0.1}\n", "policy.yaml")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == str(errors(path))
+    assert str(info.value).startswith(f"{path}:3:28: expected valid YAML; found expected ',' or ']'")
 
 
 def test_missing_file_and_non_mapping_documents(tmp_path: Path) -> None:

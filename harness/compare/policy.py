@@ -27,12 +27,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal, Mapping
 
-import yaml
-
-from harness.suite.checks import Checker, Problem, describe
-from harness.suite.yamlpos import load_yaml
+from harness.suite.checks import Checker, ProblemsError, describe, load_checked
 
 Correction = Literal["holm", "bh", "none"]
 Kind = Literal["exact", "percent", "statistical"]
@@ -62,15 +59,8 @@ TOP_KEYS = ("alpha", "correction", "confidence", "min_samples", "fail_on_noisy",
             "confirm", "metrics", "rules")
 
 
-class PolicyError(Exception):
+class PolicyError(ProblemsError):
     """A policy file that cannot be used; str() lists every problem, one per line."""
-
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return "\n".join(str(p) for p in self.problems)
 
 
 @dataclass(frozen=True)
@@ -151,27 +141,12 @@ def load_policy(path: str | Path | None) -> Policy:
     """The policy in `path`, or the built-in default for None. Raises PolicyError."""
     if path is None:
         return Policy()
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError([Problem(file, "", None, "a policy file", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError([Problem(file, "", None, "a readable UTF-8 policy file", str(error))]) from None
-    try:
-        doc = load_yaml(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError([Problem(file, "", line, "valid YAML", error.problem or "invalid YAML")]) from None
-    check = Checker(file, doc)
-    for key_path, _line, first in doc.duplicates:
-        check.report(key_path, f"each key once (first written at line {first})", "the key again")
-    data = {} if doc.data is None else doc.data  # an empty file means "the defaults"
+    check = load_checked(path, "policy", PolicyError)
+    data = {} if check.doc.data is None else check.doc.data  # an empty file means "the defaults"
     if not isinstance(data, dict):
         check.report((), "a mapping of policy keys (alpha, metrics, rules, ...)", describe(data))
         raise PolicyError(check.problems)
-    policy = _read_policy(check, data, file)
+    policy = _read_policy(check, data, check.file)
     if check.problems:
         raise PolicyError(sorted(check.problems, key=lambda p: (p.line is None, p.line or 0)))
     return policy

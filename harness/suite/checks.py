@@ -1,35 +1,57 @@
-"""Generic checks behind suite validation: problems with positions, type conformance, unknown keys.
+"""Generic checks behind validating a YAML input file (a suite, a gate policy): problems with
+positions, type conformance, unknown keys, and the one loader that opens such a file.
 
 Validation never stops at the first mistake: every check reports into a `Checker` and returns
-what it could salvage, so a user fixing a suite sees all of its problems in one go.
+what it could salvage, so a user fixing a file sees all of its problems in one go.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Literal, Union
 
-from harness.suite.yamlpos import Document, KeyPath, format_path
+import yaml
+
+from harness.errors import InputError
+from harness.suite.yamlpos import Document, KeyPath, format_path, load_yaml
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a suite, located well enough to fix without searching."""
+    """One thing wrong with an input file, located well enough to fix without searching."""
 
-    file: str          # the suite file, or "--set <override>" when a command-line override caused it
-    path: str          # key path inside the suite, e.g. "sweep.mode[1]"; "" for the file as a whole
+    file: str          # the file, or "--set <override>" when a command-line override caused it
+    path: str          # key path inside the file, e.g. "sweep.mode[1]"; "" for the file as a whole
     line: int | None   # 1-based line in `file`; None when there is no line to point at
     expected: str
     found: str
+    # 1-based column, known for YAML syntax errors only (a key's position is its line).
+    column: int | None = None
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"  # file:line:column, which editors and terminals jump to
         what = f"{self.path}: " if self.path else ""
         return f"{where}: {what}expected {self.expected}; found {self.found}"
+
+
+class ProblemsError(InputError):
+    """An input file that cannot be used; `.problems` lists everything wrong with it, one per line
+    in str(), each line naming its own file and line."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
 
 
 def describe(value: Any) -> str:
@@ -181,3 +203,35 @@ class Checker:
             return
         if value < low or (strict and value == low):
             self.report(path, f"a value {'>' if strict else '>='} {low:g}", describe(value))
+
+
+def load_checked(path: str | os.PathLike[str], what: str, error: type[ProblemsError]) -> Checker:
+    """Read and parse the YAML file at `path` (a `what`: "suite", "policy"), ready to be checked.
+
+    A file that cannot be read or parsed has one problem and nothing else to check: raised at once
+    as `error`. Repeated keys are reported into the returned Checker, which goes on checking.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error([Problem(file, "", None, f"a {what} file", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error([Problem(file, "", None, f"a readable UTF-8 {what} file", str(exc))]) from None
+    try:
+        doc = load_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        raise error([_syntax_problem(file, exc)]) from None
+    check = Checker(file, doc)
+    for key_path, _line, first in doc.duplicates:
+        check.report(key_path, f"each key once (first written at line {first})", f"{format_path(key_path)} again")
+    return check
+
+
+def _syntax_problem(file: str, error: yaml.MarkedYAMLError) -> Problem:
+    """A YAML syntax error as a Problem at the line and column PyYAML points to."""
+    mark = error.problem_mark or error.context_mark
+    found = error.problem or error.context or "invalid YAML"
+    if mark is None:
+        return Problem(file, "", None, "valid YAML", found)
+    return Problem(file, "", mark.line + 1, "valid YAML", found, column=mark.column + 1)

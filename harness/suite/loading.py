@@ -17,35 +17,33 @@ from typing import Any, Iterable, NamedTuple
 import yaml
 
 from harness.suite.task import AccuracyConfig, MeasureConfig
-from harness.suite.checks import Checker, Problem, describe
+from harness.suite.checks import Checker, Problem, ProblemsError, describe, load_checked
 from harness.suite.sections import (DEFAULT_METRICS, Variant, check_model_configs, check_ownership,
                                     model_config, read_accuracy, read_measure, read_metrics,
                                     read_sweep, read_variants)
 from harness.suite.yamlpos import format_path, load_yaml
 
-__all__ = ["Problem", "Suite", "SuiteError", "SuiteInfo", "Variant", "list_suites", "load_suite"]
+__all__ = ["Problem", "Suite", "SuiteError", "SuiteInfo", "Variant", "list_suites", "load_suite", "slug"]
 
 TOP_KEYS = ("name", "description", "model", "variants", "sweep", "metrics", "measure", "accuracy",
             "seed", "output_dir")
 Axes = dict[str, tuple[Any, ...]]
 
 
-class SuiteError(Exception):
+class SuiteError(ProblemsError):
     """A suite that cannot run; `.problems` lists everything wrong with it, one per line in str()."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
-    def __str__(self) -> str:
-        return "\n".join(str(p) for p in self.problems)
+def slug(name: str) -> str:
+    """`name` made safe for a directory name: letters, digits, '_', '.' and '-', at most 60 of them."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:60] or "suite"
 
 
 @dataclass(frozen=True)
 class Suite:
     """A validated suite with every default filled in (what the manifest records)."""
 
-    name: str                          # free text; see `slug` for file names
+    name: str                          # free text; `slug` makes it a directory name
     description: str
     path: str                          # the file it was loaded from
     model: dict[str, Any]              # shared model config keys (models.config.TransformerConfig)
@@ -64,8 +62,7 @@ class Suite:
 
     @property
     def slug(self) -> str:
-        """`name` made safe for directory names: lowercase letters, digits, '_' and '-'."""
-        return re.sub(r"[^a-z0-9_]+", "-", self.name.lower()).strip("-_") or "suite"
+        return slug(self.name)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict in the suite file's own layout (plus `path`)."""
@@ -119,38 +116,17 @@ def load_suite(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> S
 
     Raises SuiteError listing every problem found.
     """
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SuiteError([Problem(file, "", None, "a suite file", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SuiteError([Problem(file, "", None, "a readable UTF-8 suite file", str(error))]) from None
-    try:
-        doc = load_yaml(text)
-    except yaml.MarkedYAMLError as error:
-        raise SuiteError([_syntax_problem(file, error)]) from None
-
-    check = Checker(file, doc)
-    for key_path, line, first in doc.duplicates:
-        check.report(key_path, f"each key once (first written at line {first})", f"{format_path(key_path)} again")
-    if not isinstance(doc.data, dict):
-        found = "an empty file" if doc.data is None else describe(doc.data)
+    check = load_checked(path, "suite", SuiteError)
+    data = check.doc.data
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else describe(data)
         check.report((), "a mapping of suite keys (name, variants, sweep, ...)", found)
         raise SuiteError(check.problems)
-    _apply_overrides(check, doc.data, overrides)
-    suite = _read_suite(check, doc.data, file)
+    _apply_overrides(check, data, overrides)
+    suite = _read_suite(check, data, check.file)
     if check.problems or suite is None:
         raise SuiteError(_in_file_order(check.problems))
     return suite
-
-
-def _syntax_problem(file: str, error: yaml.MarkedYAMLError) -> Problem:
-    mark = error.problem_mark or error.context_mark
-    problem = error.problem or error.context or "invalid YAML"
-    if mark is None:
-        return Problem(file, "", None, "valid YAML", problem)
-    return Problem(file, "", mark.line + 1, "valid YAML", f"{problem} (column {mark.column + 1})")
 
 
 def _apply_overrides(check: Checker, data: dict[str, Any], overrides: Iterable[str]) -> None:
