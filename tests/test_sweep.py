@@ -1,21 +1,21 @@
-"""Sweep expansion: which (point, variant) tasks a suite yields, and how they are identified."""
+"""Sweep expansion: which (point, variant) tasks a suite yields, how they are identified, and the dry run."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
 
-from harness.suite.task import MeasureConfig, PointTask
+from harness.suite import points
+from harness.suite.estimate import RUN_START_S, WORKER_START_S, dry_run, estimate_seconds
 from harness.suite.loading import Suite, load_suite
-from harness.suite.sweep import (RUN_START_S, WORKER_START_S, _matmul_flops, combinations, estimate_seconds, expand,
-                           group_key, point_id)
+from harness.suite.points import combinations
+from harness.suite.sweep import expand, group_key, point_id
+from harness.suite.task import MeasureConfig, PointTask
 from models.config import REUSE_KEYS, TransformerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,13 +133,9 @@ def test_baseline_drops_shared_reuse_keys_but_follows_other_swept_keys(tmp_path:
 
 def test_registry_decides_which_keys_a_model_ignores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     suite = suite_from(tmp_path, RATIO_SWEEP)
-    registry = types.ModuleType("models.registry")
-    registry.ignored_keys = lambda name: frozenset()          # a registry where the baseline reads reuse keys
-    registry.known_models = lambda: {"baseline": "", "reuse": ""}
-    monkeypatch.setitem(sys.modules, "models.registry", registry)
+    assert len(by_variant(expand(suite))["baseline"]) == 2  # the registry's baseline ignores reuse keys
+    monkeypatch.setattr(points, "ignored_keys", lambda name: frozenset())  # a baseline that reads them
     assert len(by_variant(expand(suite))["baseline"]) == 6
-    monkeypatch.setitem(sys.modules, "models.registry", None)  # no registry: the fallback applies
-    assert len(by_variant(expand(suite))["baseline"]) == 2
 
 
 # ---- what a task carries ---------------------------------------------------------------------
@@ -249,10 +245,11 @@ def test_estimate_grows_with_work_and_budget(tmp_path: Path) -> None:
     assert estimate_seconds([]) == 0.0
 
 
-def test_fallback_flop_formula_matches_the_analytic_model() -> None:
-    cost = pytest.importorskip("models.cost")
-    for config in (TransformerConfig(), TransformerConfig(reuse_ratio=0.5), TransformerConfig(task_head="lm")):
-        analytic = cost.analytic_cost(config, 4, 512, "forward").total
-        assert _matmul_flops(config, 4, 512, "forward") == pytest.approx(analytic, rel=1e-3)
-        analytic_train = cost.analytic_cost(config, 4, 512, "train").total
-        assert _matmul_flops(config, 4, 512, "train") == pytest.approx(analytic_train, rel=0.05)
+def test_dry_run_lists_every_measurement_then_the_typical_and_worst_case_time(tmp_path: Path) -> None:
+    suite = suite_from(tmp_path, PINNED)
+    tasks = expand(suite)
+    header, *rows, estimate = dry_run(suite)
+    assert header == f"pinned: {len(tasks)} (point, variant) measurements"
+    assert [row.split()[:2] for row in rows] == [[t.point_id, t.variant] for t in tasks]
+    typical, worst = estimate_seconds(tasks) / 60, estimate_seconds(tasks, worst_case=True) / 60
+    assert estimate.startswith(f"estimated time: {typical:.1f} min, up to {worst:.1f} min if timings never settle")

@@ -97,3 +97,21 @@ def machine_fingerprint(env: dict[str, Any]) -> str:
     """Short hash of what makes absolute timings comparable between two runs."""
     key = json.dumps({k: env.get(k) for k in MACHINE_KEYS}, sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def machine_warnings(threads: int | None, cores: int | None = None, load: float | None = None) -> list[str]:
+    """Said before a run starts: what about this machine will make the timings noisy (never stops
+    a run). `cores` and `load` (the 1-minute load average) default to this machine's, now."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    out = []
+    if load > 0.5 * cores:
+        out.append(f"load average {load:.1f} on {cores} cores: other work shares this machine, so timings "
+                   "will be noisy (the manifest records the load)")
+    if threads is not None and threads >= cores:
+        # bench_harness.py on the 2-core CI machine: CV of a point's median over 5 processes about
+        # 5-6% at 2 threads (torch.utils.benchmark's own: 6-8%), under 2% at 1 thread.
+        out.append(f"measure.threads={threads} uses all {cores} cores: anything else that runs stalls a "
+                   "step, so medians vary more from run to run; fewer threads than cores are steadier")
+    return out

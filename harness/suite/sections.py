@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
-from harness.suite import sweep as sweeping
+from harness.suite.points import combinations, variant_view
 from harness.suite.task import METRICS, AccuracyConfig, MeasureConfig, Mode
 from harness.suite.checks import Checker, describe, did_you_mean, type_hints
 from harness.suite.yamlpos import KeyPath, format_path
+from harness.tasks import TASKS
 from models.config import ConfigError, TransformerConfig
+from models.registry import ignored_keys, known_models
 
 POINT_AXES = ("device", "mode", "seq_len", "batch_size")  # swept axes that are not model config keys
 AXIS_DEFAULTS: dict[str, tuple[Any, ...]] = {"device": ("cpu",), "mode": ("forward",), "batch_size": (1,)}
 # seq_len of a suite that only measures accuracy and sweeps none: the accuracy task picks its own.
 ACCURACY_ONLY_SEQ_LEN = 0
 DEFAULT_METRICS = ("time", "memory", "flops")
-BUILTIN_MODELS = ("baseline", "reuse")  # the registry's built-ins, used only if it cannot be imported
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:[0-9]+)?)$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # labels end up in ids, file names and CLI filters
@@ -94,22 +95,12 @@ def _model_name_ok(check: Checker, path: KeyPath, model: Any) -> bool:
     if not isinstance(model, str) or not _REGISTRY_NAME.match(model):
         check.report(path, "a registry model name or 'package.module:callable'", describe(model))
         return False
-    known = _known_models()
+    known = tuple(known_models())
     if model not in known:
         check.report(path, f"one of {', '.join(known)}{did_you_mean(model, known)} "
                            "or 'package.module:callable'", repr(model))
         return False
     return True
-
-
-def _known_models() -> tuple[str, ...]:
-    try:
-        from models.registry import known_models
-    except ImportError as error:
-        if error.name != "models.registry":  # a real bug inside the registry must not be masked
-            raise
-        return BUILTIN_MODELS
-    return tuple(known_models())
 
 
 def read_metrics(check: Checker, raw: Any) -> tuple[str, ...]:
@@ -185,12 +176,6 @@ def read_sweep(check: Checker, raw: Any, metrics: tuple[str, ...]) -> SweepSecti
     return result
 
 
-def _accuracy_tasks() -> tuple[str, ...]:
-    from harness.tasks import TASKS
-
-    return tuple(TASKS)
-
-
 def _add_axis(check: Checker, axes: dict[str, tuple[Any, ...]], written: dict[str, KeyPath],
               path: KeyPath, axis: str, raw: Any) -> None:
     if axis in written:
@@ -208,8 +193,8 @@ def _add_axis(check: Checker, axes: dict[str, tuple[Any, ...]], written: dict[st
             continue
         if axis == "device" and not _DEVICE.match(value):
             check.report(path + (index,), "cpu, cuda, cuda:N or mps", describe(value))
-        elif axis == "task" and value not in _accuracy_tasks():
-            check.report(path + (index,), f"an accuracy task ({', '.join(_accuracy_tasks())})", describe(value))
+        elif axis == "task" and value not in TASKS:
+            check.report(path + (index,), f"an accuracy task ({', '.join(TASKS)})", describe(value))
         elif axis in ("seq_len", "batch_size") and value < 1:
             check.report(path + (index,), "a positive integer", describe(value))
         elif value in values:
@@ -220,19 +205,31 @@ def _add_axis(check: Checker, axes: dict[str, tuple[Any, ...]], written: dict[st
         axes[axis] = tuple(values)
 
 
-def _read_zip(check: Checker, raw: Any, written: dict[str, KeyPath]) -> tuple[dict[str, tuple[Any, ...]], ...]:
+def _listed_mappings(check: Checker, key: str, raw: Any, items: str, what: str,
+                     empty: str) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+    """The non-empty mappings listed under sweep.<key> with their paths; the rest are reported.
+
+    `items` describes the list ("groups {axis: [values], ...}"), `what` one mapping's keys and
+    values, `empty` what an empty mapping should have had.
+    """
     if not isinstance(raw, list) or not raw:
-        check.report(("sweep", "zip"), "a non-empty list of groups {axis: [values], ...}", describe(raw))
-        return ()
+        check.report(("sweep", key), f"a non-empty list of {items}", describe(raw))
+        return
+    for index, item in enumerate(raw):
+        path: KeyPath = ("sweep", key, index)
+        section = check.mapping(path, item, what)
+        if section is None:
+            continue
+        if not section:
+            check.report(path, empty, "an empty mapping")
+            continue
+        yield path, section
+
+
+def _read_zip(check: Checker, raw: Any, written: dict[str, KeyPath]) -> tuple[dict[str, tuple[Any, ...]], ...]:
     groups = []
-    for index, group_raw in enumerate(raw):
-        path: KeyPath = ("sweep", "zip", index)
-        group_section = check.mapping(path, group_raw, "axes to equally long lists")
-        if group_section is None:
-            continue
-        if not group_section:
-            check.report(path, "at least one axis", "an empty mapping")
-            continue
+    for path, group_section in _listed_mappings(check, "zip", raw, "groups {axis: [values], ...}",
+                                                "axes to equally long lists", "at least one axis"):
         group: dict[str, tuple[Any, ...]] = {}
         known = [*POINT_AXES, *TransformerConfig.fields()]
         for axis in check.known_keys(path, group_section, known, "sweep axis"):
@@ -249,18 +246,10 @@ def _read_zip(check: Checker, raw: Any, written: dict[str, KeyPath]) -> tuple[di
 def _read_exclude(check: Checker, raw: Any, axes: dict[str, tuple[Any, ...]],
                   named: list[str]) -> tuple[dict[str, tuple[Any, ...]], ...]:
     """Exclude rules over the swept axes (`named`; `axes` holds those whose values are valid)."""
-    if not isinstance(raw, list) or not raw:
-        check.report(("sweep", "exclude"), "a non-empty list of rules {axis: value or [values]}", describe(raw))
-        return ()
     rules = []
-    for index, rule_raw in enumerate(raw):
-        path: KeyPath = ("sweep", "exclude", index)
-        section = check.mapping(path, rule_raw, "axes to the values it drops")
-        if section is None:
-            continue
-        if not section:
-            check.report(path, "at least one axis (an empty rule would drop every point)", "an empty mapping")
-            continue
+    for path, section in _listed_mappings(check, "exclude", raw, "rules {axis: value or [values]}",
+                                          "axes to the values it drops",
+                                          "at least one axis (an empty rule would drop every point)"):
         rule: dict[str, tuple[Any, ...]] = {}
         for axis in check.known_keys(path, section, named, "swept axis"):
             if axis not in axes:
@@ -294,7 +283,7 @@ def check_ownership(check: Checker, model: dict[str, Any], variants: dict[str, V
             check.report(("model", key), f"{key} set in one place only",
                          f"it is also swept at {format_path(where)} ({check.line(where)})")
     for label, variant in variants.items():
-        ignored = sweeping.ignored_keys(variant.model)
+        ignored = ignored_keys(variant.model)
         for key in variant.overrides:
             path = ("variants", label, key)
             if key in sweep.written:
@@ -311,12 +300,12 @@ def check_model_configs(check: Checker, model: dict[str, Any], variants: dict[st
 
     Returns the number of points, so the caller can reject a sweep that excludes everything.
     """
-    points = sweeping.combinations(sweep.axes, sweep.zip_groups, sweep.exclude)
+    points = combinations(sweep.axes, sweep.zip_groups, sweep.exclude)
     tried: set[str] = set()
     reported: set[tuple[str, str]] = set()
     for point in points:
         for label, variant in variants.items():
-            config, _ = sweeping.variant_view(model, variant.model, variant.overrides, point)
+            config, _ = variant_view(model, variant.model, variant.overrides, point)
             key = repr((label, sorted(config.items())))
             if key in tried:
                 continue

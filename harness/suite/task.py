@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from harness.tasks import task_class
 
 Mode = Literal["forward", "train"]
 Metric = Literal["time", "memory", "flops", "accuracy"]
-Status = Literal["ok", "failed", "skipped"]
 
-METRICS: tuple[str, ...] = ("time", "memory", "flops", "accuracy")
-MODES: tuple[str, ...] = ("forward", "train")
+METRICS: tuple[str, ...] = get_args(Metric)
 
 
 @dataclass(frozen=True)
@@ -79,8 +77,6 @@ class PointTask:
             data["accuracy"] = AccuracyConfig(**acc)
         data["metrics"] = tuple(data["metrics"])
         return cls(**data)
-
-
 
 
 def accuracy_config(task: str, **explicit: Any) -> AccuracyConfig:
