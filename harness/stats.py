@@ -7,7 +7,7 @@ everything here is built on medians and ranks rather than means and normal theor
   usual moments (reported for completeness, never used for decisions).
 - `stop_reason`: adaptive repetition, stop once the CI of the median is narrow enough (or why else).
 - `ratio_of_medians_ci`: speedups (baseline ÷ candidate) with a bootstrap CI.
-- `mann_whitney_u` / `p_value_greater`: is one sample stochastically slower than another?
+- `mann_whitney_u`: does one sample tend to be slower than the other?
 - `holm` / `benjamini_hochberg`: many comparisons at once (a gate checks dozens of points).
 """
 
@@ -211,12 +211,6 @@ def ratio_of_medians_ci(
     return ratio, float(lo), float(hi)
 
 
-def hodges_lehmann_shift(a: ArrayLike, b: ArrayLike) -> float:
-    """Median of all pairwise differences b_j - a_i: a robust 'how much larger is b than a'."""
-    xa, xb = _as_samples(a), _as_samples(b)
-    return float(np.median(np.subtract.outer(xb, xa)))
-
-
 # ---- Mann-Whitney U ---------------------------------------------------------------------------
 
 
@@ -257,19 +251,19 @@ def _exact_u_tail(n1: int, n2: int) -> NDArray[np.float64]:
     return tail / tail[0]
 
 
-def _mwu(x: NDArray[np.float64], y: NDArray[np.float64], alternative: str, method: MwuMethod) -> tuple[float, float]:
+def mann_whitney_u(a: ArrayLike, b: ArrayLike, method: MwuMethod = "auto") -> tuple[float, float]:
+    """(U of a, two-sided p) of the Mann-Whitney U test.
+
+    Asymptotic: normal approximation with tie correction and continuity correction. "auto" uses
+    the exact null distribution when a sample has ≤ 8 values and there are no ties, as scipy
+    does, and matches scipy.stats.mannwhitneyu for each method.
+    """
+    x, y = _as_samples(a), _as_samples(b)
     n1, n2 = x.size, y.size
     ranks, tie_counts = _rank_with_ties(np.concatenate((x, y)))
     u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
-    u2 = n1 * n2 - u1
-    # Every p-value is an upper tail P(U ≥ u) of the statistic matching the alternative; the
-    # two-sided test doubles the tail of the larger U (the same convention as scipy).
-    if alternative == "greater":
-        u, factor = u1, 1.0
-    elif alternative == "less":
-        u, factor = u2, 1.0
-    else:
-        u, factor = max(u1, u2), 2.0
+    # The p-value doubles the upper tail P(U ≥ u) of the larger U (the same convention as scipy).
+    u = max(u1, n1 * n2 - u1)
     has_ties = bool(np.any(tie_counts > 1))
     if method == "auto":
         method = "asymptotic" if (n1 > 8 and n2 > 8) or has_ties else "exact"
@@ -287,25 +281,7 @@ def _mwu(x: NDArray[np.float64], y: NDArray[np.float64], alternative: str, metho
         p = 0.5 * math.erfc(z / math.sqrt(2.0))
     else:
         raise ValueError(f"method must be auto, exact or asymptotic, got {method!r}")
-    return u1, min(1.0, max(0.0, p * factor))
-
-
-def mann_whitney_u(a: ArrayLike, b: ArrayLike, method: MwuMethod = "auto") -> tuple[float, float]:
-    """(U of a, two-sided p) of the Mann-Whitney U test.
-
-    Asymptotic: normal approximation with tie correction and continuity correction. "auto" uses
-    the exact null distribution when a sample has ≤ 8 values and there are no ties, as scipy
-    does, and matches scipy.stats.mannwhitneyu for each method.
-    """
-    return _mwu(_as_samples(a), _as_samples(b), "two-sided", method)
-
-
-def p_value_greater(a: ArrayLike, b: ArrayLike, method: MwuMethod = "auto") -> float:
-    """One-sided p for "b tends to be larger than a" (e.g. b, the new timings, are slower).
-
-    Equals scipy.stats.mannwhitneyu(b, a, alternative="greater").pvalue.
-    """
-    return _mwu(_as_samples(b), _as_samples(a), "greater", method)[1]
+    return u1, min(1.0, max(0.0, 2.0 * p))
 
 
 # ---- multiple comparisons -------------------------------------------------------------------
@@ -354,11 +330,3 @@ def benjamini_hochberg(pvalues: ArrayLike) -> NDArray[np.float64]:
         return np.minimum.accumulate(scaled[::-1])[::-1]
 
     return _adjusted(pvalues, step_up)
-    order = np.argsort(q, kind="mergesort")
-    scaled = q[order] * m / np.arange(1, m + 1)
-    # Step-up: each adjusted value is the smallest scaled value at or above its rank.
-    adjusted = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    result = np.empty(m)
-    result[order] = adjusted
-    out[ok] = result
-    return out
