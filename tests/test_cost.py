@@ -188,7 +188,7 @@ def _ratio(cfg_reuse: TransformerConfig, n: int, mode: str) -> float:
 @pytest.mark.parametrize("backend,mode", [("eager", "forward"), ("eager", "train"), ("sdpa", "forward"),
                                           ("sdpa", "train")])
 def test_reuse_flop_ratio_tends_to_the_attention_limit(backend: str, mode: str) -> None:
-    # DESIGN §2: for n ≫ d only QKᵀ and P·V matter. Per head, in units of one T²·d_h matmul:
+    # For n ≫ d only the T² terms, QKᵀ and P·V, matter. Per head, in units of one T²·d_h matmul:
     # forward, QKᵀ 1 and P·V 1; training adds backward, 2 each, except a fused head's QKᵀ which
     # also recomputes the scores (3). A reused head pays only P·V. K = H/2, every layer but layer 0
     # reusing layer 0's heads (source "first": on sdpa only those K heads of layer 0 are materialized).

@@ -1,4 +1,5 @@
-"""The Transformer family: baseline equivalence, reuse semantics (DESIGN §2) checked by hand, backends, registry."""
+"""The Transformer family: baseline equivalence, reuse semantics (the reference ReuseTransformer's)
+checked by hand, backends, registry."""
 
 from __future__ import annotations
 
@@ -103,8 +104,8 @@ def head_probs(attn: ReuseAttention, x: Tensor, head: int, causal: bool) -> Tens
     return scores.softmax(dim=-1)
 
 
-# Which (layer, head) each reusing layer reads, worked out by hand from DESIGN §2 for H=4, 4 layers:
-# handed_on(l) = [new heads of l, first K received]; the next layer takes the first K.
+# Which (layer, head) each reusing layer reads, worked out by hand for H=4, 4 layers from the
+# reference rule: handed_on(l) = [new heads of l, first K received]; the next layer takes the first K.
 REUSED = {
     (2, "previous"): {1: [(0, 0), (0, 1)], 2: [(1, 0), (1, 1)], 3: [(2, 0), (2, 1)]},
     (4, "previous"): {l: [(0, h) for h in range(4)] for l in (1, 2, 3)},  # nothing new: layer 0's pass through
@@ -146,7 +147,8 @@ def test_each_layer_reuses_the_heads_the_paper_says(backend: str, k: int, source
 
 
 def reference_logits(model: Transformer, x: Tensor) -> Tensor:
-    """DESIGN §2 written out directly: every layer hands on all its probabilities, no plan, no chunks."""
+    """The reference's reuse rule written out directly: every layer hands on all its probabilities,
+    no plan, no chunks."""
     cfg = model.config
     hs, H = cfg.d_head, cfg.n_heads
     h = model.embed(x) + model.pos.weight[:T]
