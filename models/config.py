@@ -14,11 +14,13 @@ Backend = Literal["eager", "sdpa"]
 InputKind = Literal["tokens", "patches"]
 TaskHead = Literal["classify", "lm"]
 ReuseSource = Literal["previous", "first"]
+DType = Literal["float32", "bfloat16", "float16"]
 
 BACKENDS: tuple[str, ...] = ("eager", "sdpa")
 INPUT_KINDS: tuple[str, ...] = ("tokens", "patches")
 TASK_HEADS: tuple[str, ...] = ("classify", "lm")
 REUSE_SOURCES: tuple[str, ...] = ("previous", "first")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 REUSE_KEYS: frozenset[str] = frozenset({"reuse_heads", "reuse_ratio", "reuse_layers", "reuse_source"})
 
 
@@ -47,6 +49,9 @@ class TransformerConfig:
     task_head: TaskHead = "classify"
     n_classes: int = 10             # classify head
     backend: Backend = "sdpa"       # eager: materialized probabilities; sdpa: torch's fused kernel
+    # Parameters and activations are stored in this dtype (not autocast: see models/transformer.py);
+    # the loss is computed in float32 whatever it is.
+    dtype: DType = "float32"
     # Reuse. K = reuse_heads, or round(reuse_ratio * n_heads) when only the ratio is given; 0 = baseline.
     reuse_heads: int | None = None
     reuse_ratio: float | None = None
@@ -119,6 +124,7 @@ def _validate(c: TransformerConfig) -> None:
     need(c.input_kind in INPUT_KINDS, "input_kind", f"expected one of {INPUT_KINDS}, got {c.input_kind!r}")
     need(c.task_head in TASK_HEADS, "task_head", f"expected one of {TASK_HEADS}, got {c.task_head!r}")
     need(c.backend in BACKENDS, "backend", f"expected one of {BACKENDS}, got {c.backend!r}")
+    need(c.dtype in DTYPES, "dtype", f"expected one of {DTYPES}, got {c.dtype!r}")
     need(c.reuse_source in REUSE_SOURCES, "reuse_source",
          f"expected one of {REUSE_SOURCES}, got {c.reuse_source!r}")
     if c.reuse_heads is not None:

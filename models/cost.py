@@ -13,10 +13,13 @@ from types import MappingProxyType
 from typing import Literal, Mapping
 
 from models.config import TransformerConfig
-from models.transformer import ReusePlan
+from models.transformer import ReusePlan, torch_dtype
 
 Mode = Literal["forward", "train"]
 MODES: tuple[str, ...] = ("forward", "train")
+# How SDPA runs a fused head: one of torch's fused kernels (flash, memory-efficient, cuDNN, the CPU
+# flash kernel: same matmuls, same saved tensors), or its unfused math path.
+SdpaPath = Literal["fused", "math"]
 
 FLOP_CONVENTION = (
     "FLOPs: a multiply-add counts as 2 FLOPs; only matrix products are counted (Q/K/V and output "
@@ -27,8 +30,8 @@ FLOP_CONVENTION = (
     "backward is 2× its forward (grad input + grad weight), 1× for a patch-embedding layer whose input "
     "needs no grad; a materialized (eager) head's QKᵀ and P·V each take 2 matmuls backward; a fused "
     "(SDPA) head's backward recomputes the scores, 5 matmul-equivalents against 2 forward (torch's "
-    "math fallback, taken on CPU when attention dropout is on, does 4); a reused head pays P·V only, "
-    "1 forward and 2 backward."
+    "math path, taken on CPU when attention dropout is on, does 4); a reused head pays P·V only, "
+    "1 forward and 2 backward. FLOPs do not depend on the dtype."
 )
 
 # Stable names, in the order a layer runs them; `head` is the classifier / LM head.
@@ -36,6 +39,7 @@ COMPONENTS: tuple[str, ...] = ("embed", "q_proj", "k_proj", "v_proj", "o_proj", 
 ATTENTION_COMPONENTS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "qk", "pv")
 
 FLOAT32_BYTES = 4
+BOOL_BYTES = 1
 
 
 @dataclass(frozen=True)
@@ -76,14 +80,14 @@ def head_splits(cfg: TransformerConfig) -> tuple[HeadSplit, ...]:
     return tuple(splits)
 
 
-def sdpa_uses_math_fallback(cfg: TransformerConfig, mode: Mode, device_type: str = "cpu") -> bool:
-    """Whether torch runs fused heads through its unfused math path (it then materializes them).
+def sdpa_path(cfg: TransformerConfig, mode: Mode, device_type: str) -> SdpaPath:
+    """The path torch's SDPA dispatcher takes for fused heads when nothing forces one.
 
     torch's CPU flash kernel has no dropout, so with attention dropout in a training step SDPA falls
-    back to the math path (scores, softmax, dropout, 2 bmm each way); CUDA's flash / efficient
-    kernels support dropout.
+    back to the math path (scores, softmax, dropout, 2 bmm each way); CUDA's flash, efficient and
+    cuDNN kernels support dropout.
     """
-    return mode == "train" and cfg.attn_dropout > 0 and device_type == "cpu"
+    return "math" if mode == "train" and cfg.attn_dropout > 0 and device_type == "cpu" else "fused"
 
 
 def param_count(cfg: TransformerConfig) -> int:
@@ -102,11 +106,11 @@ def param_count(cfg: TransformerConfig) -> int:
     return embed + pos + layers + 2 * C + C * out + out   # + ln_f + head
 
 
-def _flops(cfg: TransformerConfig, B: int, T: int, mode: Mode, device_type: str) -> tuple[dict[str, int], int]:
+def _flops(cfg: TransformerConfig, B: int, T: int, mode: Mode, sdpa: SdpaPath) -> tuple[dict[str, int], int]:
     """(by_component for `mode`, forward-only total)."""
     C, hs, N = cfg.d_model, cfg.d_head, B * T
     train = mode == "train"
-    fallback = sdpa_uses_math_fallback(cfg, mode, device_type)
+    math_path = sdpa == "math"
     fwd = dict.fromkeys(COMPONENTS, 0)
     bwd = dict.fromkeys(COMPONENTS, 0)
 
@@ -124,7 +128,7 @@ def _flops(cfg: TransformerConfig, B: int, T: int, mode: Mode, device_type: str)
         linear("v_proj", N, C, cfg.n_heads * hs)
         linear("o_proj", N, C, C)
         # QKᵀ: materialized heads 1 fwd + 2 bwd; fused heads 1 fwd + recompute + 2 bwd.
-        fused_qk_bwd = 2 if fallback else 3
+        fused_qk_bwd = 2 if math_path else 3
         fwd["qk"] += split.new * unit
         bwd["qk"] += (2 * split.materialized + fused_qk_bwd * split.fused) * unit
         # P·V: every head, reused ones included, 1 fwd + 2 bwd (grad P, grad V).
@@ -173,32 +177,59 @@ def reused_chunks(cfg: TransformerConfig) -> tuple[tuple[int, ...], ...]:
     return tuple(taken_by_layer)
 
 
-def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, device_type: str = "cpu") -> int:
-    """Bytes of activations a float32 training step keeps for backward (weights and inputs excluded).
+@dataclass(frozen=True)
+class _Widths:
+    """Bytes per element of each kind of saved tensor, for one dtype on one device type."""
+
+    act: int        # activations: the model's dtype
+    stat: int       # layer norm's saved mean and rstd: the dtype on CPU, float32 on CUDA
+    mask: int       # an attention or residual dropout mask: the dropped tensor's dtype on CPU, bool on CUDA
+    math: int       # what the SDPA math path keeps: it upcasts half-precision q, k, v to float32
+    math_mask: int  # its dropout mask
+
+
+def _widths(cfg: TransformerConfig, device_type: str) -> _Widths:
+    act = torch_dtype(cfg).itemsize
+    if device_type == "cpu":
+        # CPU dropout multiplies by a noise tensor of the input's dtype; CPU layer norm keeps its
+        # statistics in the input's dtype when weights and input share it.
+        return _Widths(act=act, stat=act, mask=act, math=FLOAT32_BYTES, math_mask=FLOAT32_BYTES)
+    # CUDA: native_dropout keeps a bool mask; layer norm keeps float32 (accumulate-type) statistics.
+    return _Widths(act=act, stat=FLOAT32_BYTES, mask=BOOL_BYTES, math=FLOAT32_BYTES, math_mask=BOOL_BYTES)
+
+
+def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, device_type: str = "cpu",
+                     sdpa: SdpaPath | None = None) -> int:
+    """Bytes of activations a training step keeps for backward (weights and inputs excluded).
 
     Follows what autograd saves in models/transformer.py; `models.flops.saved_activation_bytes`
-    measures the same thing and the tests hold the two equal. With N = B·T tokens, per layer:
-      - ln_1 and ln_2: their input (N·C) and per-token mean and rstd (2N);
+    measures the same thing and the tests hold the two equal on CPU, per dtype. With N = B·T
+    tokens, per layer, in the model's dtype unless said otherwise:
+      - ln_1 and ln_2: their input (N·C) and per-token mean and rstd (2N; float32 on CUDA);
       - the inputs of the qkv projection, the output projection and the MLP (N·C each), the MLP's
         pre- and post-GELU hidden (2·N·d_ff); when the layer is one fused group, the output
         projection reads SDPA's output in place and that buffer is counted once;
       - materialized heads: probabilities (B·T² each) and q, k, v for the batched matmuls
         (3·N·d_h each): copies for a multi-head group, views of the qkv output otherwise;
       - fused (SDPA) heads: no T×T tensor; their q, k, v are views, which keeps the whole qkv
-        output (N·(2·new+H)·d_h), plus the output (N·d_h) and logsumexp (B·T) per head;
+        output (N·(2·new+H)·d_h), plus the output (N·d_h) and a float32 logsumexp (B·T) per head
+        (the flash kernels' layout; CUDA's rng state for dropout is a few bytes, not counted);
       - reused heads: their probabilities belong to the source layer (counted there); v as
         for materialized heads, per chunk (see `reused_chunks`);
       - attention dropout (p > 0): per materialized or reused head, the dropout mask and the
-        dropped probabilities (2·B·T²; CPU dropout keeps a float mask); residual dropout: a float
-        mask for each of the layer's 2 dropouts (N·C each), plus one after the embedding.
+        dropped probabilities (B·T² each; the mask is in the dtype on CPU, bool on CUDA);
+        residual dropout: a mask for each of the layer's 2 dropouts (N·C each), plus one after
+        the embedding.
     Then ln_f (N·C + 2N), the head's input (causal pooling takes the last token as a view, which
-    keeps ln_f's whole output), the loss's log-softmax and its scalar weight. Under the CPU math
-    fallback (`sdpa_uses_math_fallback`) fused heads are kept like materialized ones, with q and k
-    always copied (the math path scales them first).
+    keeps ln_f's whole output), the loss's float32 log-softmax and its scalar weight. On the SDPA
+    math path (`sdpa_path`) fused heads are kept like materialized ones, in float32 (the path
+    upcasts half precision), with q and k always copied (it scales them first) and v copied when
+    upcast.
     """
     B, T, C, hs, H = batch_size, seq_len, cfg.d_model, cfg.d_head, cfg.n_heads
     N, TT = batch_size * seq_len, batch_size * seq_len * seq_len
-    fallback = sdpa_uses_math_fallback(cfg, "train", device_type)
+    w = _widths(cfg, device_type)
+    math_path = (sdpa or sdpa_path(cfg, "train", device_type)) == "math"
     attn_drop = cfg.attn_dropout > 0
 
     def sliced_is_view(heads: int) -> bool:
@@ -206,67 +237,72 @@ def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, devi
         # copy only when B or h is 1.
         return heads == 1 or B == 1
 
-    elems = N * C if cfg.dropout > 0 else 0                  # embedding dropout mask
+    total = N * C * w.mask if cfg.dropout > 0 else 0         # embedding dropout mask
     for split, chunks in zip(head_splits(cfg), reused_chunks(cfg)):
         qkv_kept = False
-        elems += 2 * (N * C + 2 * N)                         # ln_1, ln_2: input, mean, rstd
-        elems += 2 * N * C + 2 * N * cfg.d_ff                # qkv and MLP inputs, pre/post GELU
+        total += 2 * (N * C * w.act + 2 * N * w.stat)         # ln_1, ln_2: input, mean, rstd
+        total += (2 * N * C + 2 * N * cfg.d_ff) * w.act       # qkv and MLP inputs, pre/post GELU
         if split.materialized:
             m = split.materialized
-            elems += m * TT * (3 if attn_drop else 1)
+            total += m * TT * (2 * w.act + w.mask if attn_drop else w.act)
             if sliced_is_view(m):
                 qkv_kept = True
             else:
-                elems += 3 * m * N * hs
-        if split.fused and fallback:
+                total += 3 * m * N * hs * w.act
+        if split.fused and math_path:
             f = split.fused
-            elems += 3 * f * TT + 2 * f * N * hs             # probs, mask, dropped; scaled q and k
-            if sliced_is_view(f):
+            # probabilities, mask and dropped probabilities; scaled q and k
+            total += f * TT * (2 * w.math + w.math_mask if attn_drop else w.math) + 2 * f * N * hs * w.math
+            if w.act < w.math:
+                total += f * N * hs * w.math                  # v's upcast copy
+            elif sliced_is_view(f):
                 qkv_kept = True
             else:
-                elems += f * N * hs
+                total += f * N * hs * w.act
         elif split.fused:
             qkv_kept = True
-            elems += split.fused * (N * hs + B * T)
+            total += split.fused * (N * hs * w.act + B * T * FLOAT32_BYTES)
         for heads in chunks:
-            elems += heads * 2 * TT if attn_drop else 0
+            total += heads * TT * (w.act + w.mask) if attn_drop else 0
             if sliced_is_view(heads):
                 qkv_kept = True
             else:
-                elems += heads * N * hs
+                total += heads * N * hs * w.act
         if qkv_kept:
-            elems += N * (2 * split.new + H) * hs
-        single_fused_group = split.fused == H and not fallback
-        elems += 0 if single_fused_group else N * C          # output projection input
+            total += N * (2 * split.new + H) * hs * w.act
+        single_fused_group = split.fused == H and not math_path
+        total += 0 if single_fused_group else N * C * w.act   # output projection input
         if cfg.dropout > 0:
-            elems += 2 * N * C
-    elems += N * C + 2 * N                                   # ln_f
+            total += 2 * N * C * w.mask
+    total += N * C * w.act + 2 * N * w.stat                   # ln_f
     if cfg.task_head == "lm":
-        elems += N * C + N * cfg.vocab_size
+        total += N * C * w.act + N * cfg.vocab_size * FLOAT32_BYTES
     else:
-        elems += (N * C if cfg.causal else B * C) + B * cfg.n_classes
-    elems += 1                                               # the loss's total weight
-    return elems * FLOAT32_BYTES
+        total += (N * C if cfg.causal else B * C) * w.act + B * cfg.n_classes * FLOAT32_BYTES
+    return total + FLOAT32_BYTES                              # the loss's total weight
 
 
 def analytic_cost(cfg: TransformerConfig, batch_size: int, seq_len: int, mode: Mode = "forward",
-                  *, device_type: str = "cpu") -> Cost:
+                  *, device_type: str = "cpu", sdpa: SdpaPath | None = None) -> Cost:
     """FLOPs (see FLOP_CONVENTION), exact parameter count and activation estimate of one step.
 
-    `device_type` only matters for which SDPA kernel torch picks (see `sdpa_uses_math_fallback`).
+    `device_type` decides which SDPA path torch takes (`sdpa_path`) and the widths of what a
+    training step keeps; `sdpa` overrides the path, for a caller that forces one of torch's SDPA
+    backends (the math backend: "math", any fused one: "fused").
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     if batch_size <= 0 or seq_len <= 0:
         raise ValueError(f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}")
-    by_component, forward_total = _flops(cfg, batch_size, seq_len, mode, device_type)
+    path = sdpa or sdpa_path(cfg, mode, device_type)
+    by_component, forward_total = _flops(cfg, batch_size, seq_len, mode, path)
     return Cost(
         mode=mode,
         total=sum(by_component.values()),
         by_component=MappingProxyType(by_component),
         forward=forward_total,
         params=param_count(cfg),
-        activation_bytes=activation_bytes(cfg, batch_size, seq_len, device_type) if mode == "train" else 0,
+        activation_bytes=activation_bytes(cfg, batch_size, seq_len, device_type, path) if mode == "train" else 0,
     )
 
 
@@ -278,5 +314,5 @@ def flop_ideal_speedup(baseline: TransformerConfig, reuse: TransformerConfig, ba
 
 
 __all__ = ["ATTENTION_COMPONENTS", "COMPONENTS", "Cost", "FLOP_CONVENTION", "HeadSplit", "MODES", "Mode",
-           "activation_bytes", "analytic_cost", "flop_ideal_speedup", "head_splits",
-           "param_count", "reused_chunks", "sdpa_uses_math_fallback"]
+           "SdpaPath", "activation_bytes", "analytic_cost", "flop_ideal_speedup", "head_splits",
+           "param_count", "reused_chunks", "sdpa_path"]

@@ -15,6 +15,14 @@ later layer reads must be computed the slow, materialized way. `ReusePlan` works
 model, exactly which heads those are; every other head goes through SDPA when backend="sdpa".
 Handed-on probabilities travel as `AttentionProbs`, a list of per-head-group chunks, so taking
 "the first K heads" or prepending new heads never copies an n x n tensor.
+
+Precision: `cfg.dtype` is the dtype parameters and activations are stored in (native dtype, not
+autocast). Autocast would keep float32 weights and re-cast them every step, and it runs softmax in
+float32, so the probabilities a reusing layer keeps would be float32 even in a bfloat16 model:
+twice the bytes of what a bfloat16 deployment keeps, on exactly the tensor reuse is about. Native
+dtype is how attention is deployed on GPUs, what FlashAttention needs (q, k, v in half precision)
+and makes every activation's size the dtype's. Softmax and layer norm accumulate in float32 inside
+torch's kernels either way; the loss is computed in float32 (`loss_fn`).
 """
 
 from __future__ import annotations
@@ -276,11 +284,15 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         out = cfg.n_classes if cfg.task_head == "classify" else cfg.vocab_size
         self.head = nn.Linear(cfg.d_model, out)
+        # Initialised in float32 and rounded: the same seed gives the same weights in every dtype.
+        self.to(torch_dtype(cfg))
 
     def forward(self, x: Tensor) -> Tensor:
         T = x.shape[1]
         if T > self.config.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={self.config.max_len}")
+        if x.is_floating_point():  # patches made in float32 elsewhere (an accuracy task) join the model's dtype
+            x = x.to(self.pos.weight.dtype)
         h = self.drop(self.embed(x) + self.pos.weight[:T])              # (B, T, C)
         handed: list[AttentionProbs | None] = []
         for layer, block in enumerate(self.blocks):
@@ -300,19 +312,31 @@ class Transformer(nn.Module):
         return self.head(pooled)                                         # (B, n_classes)
 
 
+def torch_dtype(cfg: TransformerConfig) -> torch.dtype:
+    return getattr(torch, cfg.dtype)
+
+
 def loss_fn(cfg: TransformerConfig, logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy for either head: per-token for lm, per-sequence for classify."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    """Cross-entropy for either head: per-token for lm, per-sequence for classify.
+
+    Computed in float32: a log-softmax over a vocabulary rounded to bfloat16's 8 mantissa bits
+    visibly moves the loss. For a float32 model `.float()` returns the logits themselves (no copy).
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 def make_inputs(cfg: TransformerConfig, batch_size: int, seq_len: int, *, seed: int = 0,
                 device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
-    """Random, never all-zero inputs and targets of the right kind for a benchmark step."""
+    """Random, never all-zero inputs and targets of the right kind for a benchmark step.
+
+    Patches are drawn in float32 and rounded to the model's dtype (same values in every dtype), so
+    the model never casts its input inside a timed step.
+    """
     g = torch.Generator().manual_seed(seed)
     if cfg.input_kind == "tokens":
         x = torch.randint(1, cfg.vocab_size, (batch_size, seq_len), generator=g)
     else:
-        x = torch.randn(batch_size, seq_len, cfg.patch_dim, generator=g)
+        x = torch.randn(batch_size, seq_len, cfg.patch_dim, generator=g).to(torch_dtype(cfg))
     if cfg.task_head == "lm":
         y = torch.randint(0, cfg.vocab_size, (batch_size, seq_len), generator=g)
     else:

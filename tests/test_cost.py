@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.config import TransformerConfig
 from models.cost import COMPONENTS, FLOP_CONVENTION, analytic_cost, flop_ideal_speedup, head_splits, param_count
-from models.flops import count_flops, flop_counter_mode, ops_run, saved_activation_bytes, uncounted_matmul_ops
+from models.flops import (StepCounter, count_flops, flop_counter_mode, ops_run, saved_activation_bytes,
+                          uncounted_matmul_ops)
 from models.transformer import Transformer, make_inputs
 
 aten = torch.ops.aten
@@ -90,6 +92,48 @@ def test_every_matmul_the_models_run_is_counted(backend: str) -> None:
 
 def test_uncounted_matmul_ops_flags_unknown_products() -> None:
     assert uncounted_matmul_ops({"aten.bmm", "aten.add", "aten.mv", "aten.addbmm"}) == {"aten.mv", "aten.addbmm"}
+
+
+def test_the_step_counter_names_products_it_could_not_count() -> None:
+    a, v = torch.randn(3, 4), torch.randn(4)
+    with StepCounter() as counter:
+        torch.mm(a, a.T)
+        torch.mv(a, v)
+    counted = counter.result()
+    assert counted.total == 2 * 3 * 4 * 3 and counted.uncounted == ("aten.mv",)
+    assert "aten.mv" in (counted.warning() or "")
+    model, x, y = built(small(reuse_heads=2), 2, 8)
+    assert count_flops(model, x, y, "train").warning() is None
+
+
+class _CudnnKernels(TorchDispatchMode):
+    """Outputs of the right shapes for cuDNN's attention ops, which this CPU build cannot run."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is aten._cudnn_attention_forward.default:
+            q, empty = args[0], torch.empty(0, device="meta")
+            return torch.empty_like(q), torch.empty(q.shape[:-1], device="meta"), empty, empty, 0, 0, empty, empty, empty
+        if func is aten._cudnn_attention_backward.default:
+            return tuple(torch.empty_like(t) for t in args[1:4])
+        return func(*args, **(kwargs or {}))
+
+
+def test_cudnn_attention_ops_are_counted() -> None:
+    # torch's registry has no formula for cuDNN's own attention ops: SDPA's cuDNN path counted 0.
+    b, h, t, d = 2, 4, 16, 8
+    unit = 2 * b * h * t * t * d
+    q = torch.empty(b, h, t, d, device="meta")
+    with _CudnnKernels(), StepCounter() as counter:
+        out, lse, *_, seed, offset, _ = aten._cudnn_attention_forward(q, q, q, None, None, None, t, t, True)
+        aten._cudnn_attention_backward(out, q, q, q, out, lse, seed, offset, None, None, None, t, t, 0.0, False)
+    counted = counter.result()
+    assert counted.by_op == {"aten._cudnn_attention_forward": 2 * unit, "aten._cudnn_attention_backward": 5 * unit}
+    assert counted.uncounted == ()
+    # Packed sequences of lengths 4 and 12 (nested / varlen): counted per sequence.
+    packed, lengths = torch.empty(16, h, d, device="meta"), torch.tensor([0, 4, 16])
+    with _CudnnKernels(), StepCounter() as counter:
+        aten._cudnn_attention_forward(packed, packed, packed, None, lengths, lengths, 12, 12, True)
+    assert counter.result().total == 2 * 2 * h * d * (4 * 4 + 12 * 12)
 
 
 def _fused_attention_calls(dev: str) -> Iterator[tuple[str, Any]]:
@@ -219,19 +263,54 @@ def test_counted_ratio_matches_direction_at_small_sizes() -> None:
     assert counts[0] / counts[1] == pytest.approx(flop_ideal_speedup(base, reuse, 2, 16))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_activation_bytes_equal_saved_tensor_bytes(backend: str, causal: bool) -> None:
+def test_activation_bytes_equal_saved_tensor_bytes(dtype: str, backend: str, causal: bool) -> None:
+    # Per dtype: activations in it, CPU layer-norm statistics and dropout masks too, logsumexp and
+    # the loss in float32, and the math path (attention dropout) upcasting to float32.
     cases = [dict(reuse_heads=0), dict(reuse_heads=1), dict(reuse_heads=2, reuse_source="first"),
              dict(reuse_heads=3, task_head="lm"), dict(reuse_heads=4, input_kind="patches"),
              dict(reuse_heads=2, attn_dropout=0.1, dropout=0.1), dict(reuse_heads=2, reuse_layers=1)]
     for overrides in cases:
-        cfg = small(backend=backend, causal=causal, **overrides)
+        cfg = small(backend=backend, causal=causal, dtype=dtype, **overrides)
         for batch in (1, 3):
             model, x, y = built(cfg, batch, 13)
             assert analytic_cost(cfg, batch, 13, "train").activation_bytes == saved_activation_bytes(model, x, y), \
                 (overrides, batch)
     assert analytic_cost(small(), 2, 8, "forward").activation_bytes == 0  # no_grad keeps nothing
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_counted_flops_equal_analytic_in_half_precision(dtype: str) -> None:
+    for (d, h, n_layers, k, p, source, kind, head), backend in itertools.product(SHAPES[1:4], ["eager", "sdpa"]):
+        cfg = small(d_model=d, n_heads=h, n_layers=n_layers, reuse_heads=k, reuse_layers=p, reuse_source=source,
+                    input_kind=kind, task_head=head, backend=backend, causal=True, dtype=dtype, attn_dropout=0.1)
+        model, x, y = built(cfg, 2, 11)
+        for mode in ("forward", "train"):
+            assert count_flops(model, x, y, mode).total == analytic_cost(cfg, 2, 11, mode).total, (cfg, mode)
+
+
+def test_cuda_fused_kernels_keep_dropout_and_no_probabilities() -> None:
+    # On CPU attention dropout sends SDPA to its math path; CUDA's fused kernels do dropout
+    # themselves: 5 backward matmul units per fused head, not 4, and no T×T tensor kept.
+    cfg = small(backend="sdpa", attn_dropout=0.1)
+    cpu, cuda = (analytic_cost(cfg, 2, 16, "train", device_type=dev) for dev in ("cpu", "cuda"))
+    fused_heads = sum(split.fused for split in head_splits(cfg))
+    assert cuda.total - cpu.total == fused_heads * 2 * 2 * 16 * 16 * cfg.d_head
+    assert analytic_cost(cfg, 2, 16, "train", device_type="cuda", sdpa="math").total == cpu.total
+    kept = [analytic_cost(cfg, 2, n, "train", device_type="cuda").activation_bytes for n in (16, 32, 48)]
+    assert kept[2] - kept[1] == kept[1] - kept[0], "linear in n: no T×T term"
+
+
+def test_cuda_dropout_masks_are_bool() -> None:
+    # Eager float32 with attention dropout: per materialized or reused head a T×T mask of 4 bytes
+    # on CPU (a float noise tensor) and 1 on CUDA (native_dropout's bool mask).
+    cfg = small(backend="eager", attn_dropout=0.1, reuse_heads=2)
+    B, T = 2, 16
+    cpu, cuda = (analytic_cost(cfg, B, T, "train", device_type=dev).activation_bytes for dev in ("cpu", "cuda"))
+    heads_dropped = sum(split.materialized + split.reused for split in head_splits(cfg))
+    assert cpu - cuda == heads_dropped * B * T * T * 3   # layer-norm statistics: float32 on both
 
 
 def test_reuse_keeps_fewer_probability_bytes_on_eager() -> None:

@@ -81,6 +81,53 @@ def test_eager_and_sdpa_agree(causal: bool, reuse: dict[str, Any]) -> None:
     torch.testing.assert_close(outs[0], outs[1], atol=2e-5, rtol=1e-5)
 
 
+# ---- precision -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+def test_parameters_and_activations_are_in_the_configured_dtype(dtype: str, backend: str) -> None:
+    wanted = getattr(torch, dtype)
+    cfg = small(backend=backend, reuse_heads=2, input_kind="patches", patch_dim=6, causal=True)
+    model = seeded("reuse", {**cfg, "dtype": dtype})
+    assert {p.dtype for p in model.parameters()} == {wanted}
+    # Same seed, same weights: float32's, rounded.
+    for name, value in seeded("reuse", cfg).state_dict().items():
+        assert torch.equal(model.state_dict()[name], value.to(wanted)), name
+    x, y = make_inputs(model.config, B, T)
+    assert x.dtype == wanted
+    seen: set[torch.dtype] = set()
+
+    def record(module: torch.nn.Module, args: Any, out: Any) -> None:
+        hidden, handed_on = out
+        seen.add(hidden.dtype)
+        seen.update(chunk.dtype for chunk in (handed_on.chunks if handed_on is not None else ()))
+
+    for block in model.blocks:
+        block.attn.register_forward_hook(record)
+    out = logits(model, x)
+    assert seen == {wanted} and out.dtype == wanted
+
+
+def test_the_loss_is_computed_in_float32() -> None:
+    # A bfloat16 model's loss: float32, equal to float32 cross-entropy of its own logits, and close
+    # to the float32 model's loss.
+    cfg = small(task_head="lm", reuse_heads=2)
+    full, half = seeded("reuse", cfg), seeded("reuse", {**cfg, "dtype": "bfloat16"})
+    x, y = make_inputs(full.config, B, T)
+    half_logits = logits(half, x)
+    loss = loss_fn(half.config, half_logits, y)
+    assert loss.dtype == torch.float32
+    expected = torch.nn.functional.cross_entropy(half_logits.float().reshape(-1, 50), y.reshape(-1))
+    assert torch.equal(loss, expected)
+    assert loss.item() == pytest.approx(loss_fn(full.config, logits(full, x), y).item(), rel=1e-2)
+
+
+def test_float32_patches_run_in_the_models_dtype() -> None:
+    # Callers with their own float32 data (an accuracy task) need no cast of their own.
+    model = seeded("reuse", small(input_kind="patches", patch_dim=6, dtype="bfloat16"))
+    x = torch.randn(B, T, 6)
+    assert logits(model, x).dtype == torch.bfloat16
+
+
 # ---- parameters ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("reuse", [dict(reuse_heads=0), dict(reuse_heads=1), dict(reuse_heads=2),
                                    dict(reuse_heads=4), dict(reuse_heads=2, reuse_layers=1),
@@ -264,6 +311,7 @@ def test_probabilities_function_gradcheck(causal: bool) -> None:
     (dict(reuse_source="last"), "reuse_source"),
     (dict(reuse_heads=1, reuse_ratio=0.5), "reuse_ratio"),
     (dict(n_layerz=2), "n_layerz"),
+    (dict(dtype="float64"), "dtype"),
 ])
 def test_config_errors_name_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as err:
