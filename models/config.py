@@ -1,7 +1,7 @@
 """One config for the whole Transformer family: baseline and Reuse Transformer differ only in `reuse_*`.
 
 Reuse semantics follow Bhojanapalli et al. 2021 (arXiv 2110.06821) and TF Model Garden's
-ReuseTransformer; see ../shared/DESIGN.md §2 and models/transformer.py.
+ReuseTransformer; models/transformer.py states them.
 """
 
 from __future__ import annotations
