@@ -18,6 +18,7 @@ import pandas as pd
 from harness.compare import fmt
 from harness.compare.policy import load_policy
 from harness.compare.render import COLUMNS, cells, gated, sorted_checks, tally
+from harness.compare.rows import num
 from harness.compare.runs import Check, Comparison, NothingToCompare, compare_runs, infer_context
 from harness.compare.verdict import Verdict
 from harness.results.load import load_run
@@ -59,11 +60,11 @@ def _of(checks: list[Check], metric: str) -> list[Check]:
 
 def _raw(check: Check, key: str, text: str) -> str:
     """What a cell sorts by and the CSV holds: full-precision numbers, '' where there is none."""
-    numbers = {"baseline": check.base, "candidate": check.cand, "change": fmt.num(check.ratio) - 1.0,
+    numbers = {"baseline": check.base, "candidate": check.cand, "change": num(check.ratio) - 1.0,
                "p_adjusted": check.p_adjusted}
     if key not in numbers:
         return "" if text == fmt.DASH else text
-    value = fmt.num(numbers[key])
+    value = num(numbers[key])
     return "" if np.isnan(value) else repr(value)
 
 
@@ -105,12 +106,12 @@ def _findings(comparison: Comparison, runs: dict[str, pd.DataFrame], machines: l
                    f"`harness compare A B` prints, under the {policy.source}.")
     times = _of(checks, "time_ms")
     if times:
-        median = float(np.nanmedian([fmt.num(c.ratio) for c in times]))
+        median = float(np.nanmedian([num(c.ratio) for c in times]))
         shown = "" if comparison.same_machine else "; shown, not gated: the runs share no machine fingerprint"
         out.append(f"Time: {_moved(times, 'matched measurements')}; median B ÷ A {fmt.times(median)}{shown}.")
         regressed = [c for c in times if c.verdict == Verdict.REGRESSED]
         if regressed:
-            worst = max(regressed, key=lambda c: fmt.num(c.ratio))
+            worst = max(regressed, key=lambda c: num(c.ratio))
             out.append(f"Largest time regression: {worst.variant} at {worst.label}, {fmt.times(worst.ratio)}.")
     flops = [c for c in checks if c.metric.startswith("flops_") and c.verdict == Verdict.CHANGED]
     if flops:
@@ -183,9 +184,9 @@ def comparison_context(path_a: Path, path_b: Path) -> dict[str, Any]:
     checks = comparison.checks
     a, b = normalize(run_a.results), normalize(run_b.results)
     machines = machine_differences(run_a.manifest.get("environment") or {}, run_b.manifest.get("environment") or {})
-    head_a, head_b = context.header(run_a.manifest, a), context.header(run_b.manifest, b)
+    head_a, head_b = (context.header(run.manifest, df, run.damaged) for run, df in ((run_a, a), (run_b, b)))
     alerts = [{"level": "warn", "text": f"Run {name}: {al['text']}"} for name, h in (("A", head_a), ("B", head_b))
-              for al in h["alerts"] if al["kind"] in ("cut", "empty", "dirty")]
+              for al in h["alerts"] if al["kind"] in ("cut", "damaged", "empty", "dirty")]
     if machines:
         alerts.insert(0, {"level": "warn", "text": "Different machines or setups: absolute times are not comparable ("
                           + "; ".join(machines) + ")."})
