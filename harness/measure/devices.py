@@ -1,8 +1,13 @@
 """CPU and CUDA behind one interface: availability, step timing and step peak memory.
 
 Timing: CPU uses a monotonic high-resolution clock around the step; CUDA records events on the
-current stream and synchronizes before reading them (timing CUDA without synchronizing measures
-the kernel *launch*, not the work).
+measured device's current stream and synchronizes before reading them (timing CUDA without
+synchronizing measures the kernel *launch*, not the work). The measured device is made current
+for the step: an event recorded without a stream lands on the *current* device's stream, so on
+cuda:1 it would bracket an idle cuda:0 and time the launches.
+
+Availability is per (device, dtype): a dtype the hardware has no arithmetic for is reported with
+the reason, like an absent device, and its rows are `skipped`.
 
 Peak memory of one step is reported *above* the resting bytes (weights, inputs, optimizer
 state) that were allocated before it began, so reuse's saving on activations is not diluted by
@@ -14,6 +19,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -32,8 +38,8 @@ class StepMemory:
 class Device(Protocol):
     name: str
 
-    def availability(self) -> str | None:
-        """None when usable, else the reason it is not."""
+    def availability(self, dtype: str = "float32") -> str | None:
+        """None when a model in `dtype` (models.config.DTYPES) can be measured here, else why not."""
 
     def synchronize(self) -> None: ...
 
@@ -46,12 +52,29 @@ class Device(Protocol):
 
 _CPU_MEMORY_METHOD = "torch.profiler allocation events (CPU allocator)"
 
+# CPU features (torch.cpu.get_capabilities() names, x86 then ARM) that give a reduced-precision
+# dtype native arithmetic. Without one torch still runs the model, converting operands to float32
+# around every op: the time measured would be that emulation's, which no deployment sees.
+_CPU_NATIVE: dict[str, tuple[str, ...]] = {
+    "bfloat16": ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"),
+    "float16": ("avx512_fp16", "amx_fp16", "fp16_arith"),
+}
+# bfloat16 arithmetic on NVIDIA GPUs starts with Ampere; on older ones torch emulates it.
+_CUDA_BF16_CAPABILITY = (8, 0)
+
 
 class CpuDevice:
     name = "cpu"
 
-    def availability(self) -> str | None:
-        return None
+    def availability(self, dtype: str = "float32") -> str | None:
+        needs = _CPU_NATIVE.get(dtype)
+        if needs is None:
+            return None
+        capabilities = torch.cpu.get_capabilities()
+        if any(capabilities.get(feature) for feature in needs):
+            return None
+        return (f"{dtype} unsupported on this CPU ({capabilities.get('cpu_name', 'unknown')}): it has none of "
+                f"{', '.join(needs)}, so torch would emulate {dtype} through float32")
 
     def synchronize(self) -> None:
         pass
@@ -98,23 +121,34 @@ class CudaDevice:
     def __init__(self, name: str = "cuda") -> None:
         self.name = name
 
-    def availability(self) -> str | None:
+    def availability(self, dtype: str = "float32") -> str | None:
         if not torch.cuda.is_available():
             built = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
             return f"CUDA not available (torch {torch.__version__}, {built}; no usable GPU)"
         index = torch.device(self.name).index or 0
         if index >= torch.cuda.device_count():
             return f"{self.name} not present: {torch.cuda.device_count()} CUDA device(s)"
+        if dtype == "bfloat16" and torch.version.hip is None:
+            capability = torch.cuda.get_device_capability(index)
+            if capability < _CUDA_BF16_CAPABILITY:
+                return (f"bfloat16 unsupported on {self.name} ({torch.cuda.get_device_name(index)}, compute "
+                        f"capability {capability[0]}.{capability[1]}): it needs 8.0 or newer")
         return None
+
+    def _current(self) -> AbstractContextManager[object]:
+        """This device as torch's current CUDA device (a bare "cuda" keeps the current one)."""
+        return torch.cuda.device(torch.device(self.name))
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.name)
 
     def time_step_ms(self, step: Step) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
+        with self._current():
+            stream = torch.cuda.current_stream(torch.device(self.name))
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            step()
+            end.record(stream)
         end.synchronize()
         return float(start.elapsed_time(end))
 
@@ -122,7 +156,8 @@ class CudaDevice:
         self.synchronize()
         before = torch.cuda.memory_allocated(self.name)
         torch.cuda.reset_peak_memory_stats(self.name)
-        step()
+        with self._current():
+            step()
         self.synchronize()
         peak = torch.cuda.max_memory_allocated(self.name) - before
         return StepMemory(int(peak), int(torch.cuda.max_memory_reserved(self.name)),

@@ -52,7 +52,7 @@ def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | 
     from harness.measure.devices import get_device
 
     device = get_device(task.device)
-    reason = device.availability()
+    reason = device.availability(task.model_config.get("dtype", "float32"))
     if reason is not None:
         return {**row, "status": "skipped", "error": reason}
     if "accuracy" in task.metrics:
