@@ -38,8 +38,9 @@ class FakeNvml:
 
     def __init__(self, *, power_w=lambda t: 300.0, energy_w: float | None = 250.0,
                  fail_after_power_reads: int | None = None, init_error: Exception | None = None,
-                 util_supported: bool = True) -> None:
+                 util_supported: bool = True, read_s: float = 0.0) -> None:
         self.t0 = time.perf_counter()
+        self.read_s = read_s                # how long a power reading takes (a slow driver)
         self.power_w = power_w              # t (s since construction) -> W
         self.energy_w = energy_w            # counter rate; None: counter not supported
         self.fail_after = fail_after_power_reads
@@ -69,6 +70,7 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
         self.power_reads += 1
+        time.sleep(self.read_s)
         if self.fail_after is not None and self.power_reads > self.fail_after:
             raise NVMLError("GPU is lost")
         return round(self.power_w(self._now()) * 1000)  # mW, as NVML reports it
@@ -171,6 +173,28 @@ def test_nvml_failing_mid_run_nulls_values_and_never_raises() -> None:
     assert all(s[k] is None for k in GPU_FIELDS if k != "telemetry_note")
     sampler.close()
     assert fake.shutdowns == 1
+
+
+def test_each_window_reports_what_its_sampling_thread_cost() -> None:
+    # The thread's readings compete with the timed steps for the GIL: the row says how long it
+    # spent on them, per step. Each reading here takes at least 4 ms.
+    fake = FakeNvml(read_s=0.004)
+    w = run_window(GpuSampler(0, interval_s=0.01, nvml=fake), 0.2)
+    s = w.summary(n_steps=4)
+    thread_readings = s["gpu_samples"] - 2             # the window's edges are read outside the steps
+    assert s["gpu_samples"] == len(w.samples) and thread_readings >= 5
+    assert thread_readings * 4.0 / 4 <= s["gpu_sampler_ms_per_step"] < 0.2 * 1e3 / 4
+
+
+def test_sampling_can_be_turned_off_and_energy_still_comes_from_the_counter() -> None:
+    fake = FakeNvml(energy_w=250.0)
+    w = run_window(GpuSampler(0, interval_s=None, nvml=fake), 0.1)
+    s = w.summary(n_steps=2)
+    assert s["gpu_samples"] == 2 and s["gpu_sampler_ms_per_step"] == 0.0
+    assert s["energy_source"] == "counter"
+    assert s["energy_j_per_step"] == pytest.approx(250.0 * w.duration_s / 2, rel=0.02)
+    with pytest.raises(ValueError, match="positive or None"):
+        GpuSampler(0, interval_s=0)
 
 
 def test_pynvml_missing_gives_a_note(monkeypatch: pytest.MonkeyPatch) -> None:

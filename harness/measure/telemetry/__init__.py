@@ -110,10 +110,11 @@ class Telemetry:
         self.close()
 
 
-def open_telemetry(device: str, *, interval_s: float = DEFAULT_INTERVAL_S,
+def open_telemetry(device: str, *, interval_s: float | None = DEFAULT_INTERVAL_S,
                    nvml: ModuleType | Any | None = None, rapl_root: Path = POWERCAP_ROOT) -> Telemetry:
-    """Telemetry for a point on `device` ("cpu", "cuda", "cuda:1"). `nvml` and `rapl_root` are
-    for tests and unusual machines; the defaults read the real pynvml and sysfs."""
+    """Telemetry for a point on `device` ("cpu", "cuda", "cuda:1"). `interval_s=None` reads the
+    GPU at the window's edges only (no sampling thread). `nvml` and `rapl_root` are for tests and
+    unusual machines; the defaults read the real pynvml and sysfs."""
     cpu = RaplMeter(rapl_root)
     if not device.startswith("cuda"):
         return Telemetry(gpu=None, cpu=cpu, gpu_note=NOT_CUDA_NOTE)

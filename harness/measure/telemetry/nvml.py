@@ -16,6 +16,13 @@ integrating it over a short window smears energy across the window's edges. Only
 counter is not supported (or did not advance) do we integrate the sampled power (trapezoid rule).
 Both sources update at driver intervals (tens of ms up to a second), so a window should span
 many steps and last a second or more; per-step energy is the window's energy / n_steps.
+
+The sampling thread runs while the steps are timed and takes the GIL for the Python around each
+NVML call (ctypes releases it inside the call), which can delay the step's own launches. So every
+window records what it cost: `gpu_sampler_ms_per_step` is the thread's time spent taking readings,
+per step, an upper bound on the GIL time it took; `interval_s=None` turns the thread off (readings
+at the window's edges only, energy from the counter), which is how benchmarks/gpu_check.py
+measures the cost on a GPU: steps timed with sampling on against off.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ EnergySource = Literal["counter", "integrated_power"]
 GPU_FIELDS: tuple[str, ...] = (
     "energy_j_per_step", "mean_power_w", "max_power_w", "gpu_util_mean",
     "gpu_mem_used_max_bytes", "temp_max_c", "sm_clock_mean_mhz", "energy_source", "telemetry_note",
+    "gpu_samples", "gpu_sampler_ms_per_step",
 )
 
 DEFAULT_INTERVAL_S = 0.02
@@ -131,6 +139,7 @@ class GpuWindow:
     unsupported: list[str] = field(default_factory=list)
     error: str | None = None        # why values are null; set instead of raising
     closed: bool = False
+    sampler_busy_s: float = 0.0     # time the sampling thread spent taking readings (0 without one)
 
     @property
     def duration_s(self) -> float | None:
@@ -162,6 +171,8 @@ class GpuWindow:
             "sm_clock_mean_mhz": _mean(s.sm_clock_mhz for s in self.samples),
             "energy_source": source,
             "telemetry_note": None,
+            "gpu_samples": len(self.samples),
+            "gpu_sampler_ms_per_step": self.sampler_busy_s * 1e3 / n_steps,
         }
         if self.unsupported:
             row["telemetry_note"] = "not supported on this device: " + ", ".join(self.unsupported)
@@ -200,10 +211,10 @@ class GpuSampler:
     stand-in with the same names; None imports pynvml on first use (no import-time side effects).
     """
 
-    def __init__(self, device: int | str = 0, *, interval_s: float = DEFAULT_INTERVAL_S,
+    def __init__(self, device: int | str = 0, *, interval_s: float | None = DEFAULT_INTERVAL_S,
                  nvml: ModuleType | Any | None = None) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        if interval_s is not None and interval_s <= 0:
+            raise ValueError(f"interval_s must be positive or None (no sampling thread), got {interval_s}")
         self.device = device
         self.interval_s = interval_s
         self._nvml_given = nvml
@@ -248,7 +259,8 @@ class GpuSampler:
     @contextmanager
     def window(self) -> Iterator[GpuWindow]:
         """Sample from entry to exit. The window's first and last readings are taken on entry
-        and exit themselves, so a window shorter than the interval still has two."""
+        and exit themselves, so a window shorter than the interval, or one without a sampling
+        thread (interval_s None), still has two."""
         win = GpuWindow()
         dev = self._open()
         if dev is None:
@@ -261,8 +273,8 @@ class GpuSampler:
         thread: threading.Thread | None = None
         # NVML is touched by one thread at a time: here before the thread starts, the thread,
         # then here again after it has been joined.
-        if _guard(win, lambda: _start(win, dev)):
-            thread = threading.Thread(target=self._run, args=(win, dev, stop),
+        if _guard(win, lambda: _start(win, dev)) and self.interval_s is not None:
+            thread = threading.Thread(target=_sample, args=(win, dev, stop, self.interval_s),
                                       name=f"gpu-sampler-{self.device}", daemon=True)
             thread.start()
         try:
@@ -275,11 +287,6 @@ class GpuSampler:
                 _guard(win, lambda: _finish(win, dev))
             win.closed = True
 
-    def _run(self, win: GpuWindow, dev: _Device, stop: threading.Event) -> None:
-        while not stop.wait(self.interval_s):
-            if not _guard(win, lambda: win.samples.append(dev.read())):
-                return
-
     def close(self) -> None:
         """Shut NVML down (once); safe to call repeatedly and when NVML never opened."""
         nv, self._nv, self._dev = self._nv, None, None
@@ -290,6 +297,16 @@ class GpuSampler:
                 pass  # shutting down a lost GPU's NVML may fail; nothing left to release
         if self._unavailable is None:
             self._unavailable = "NVML unavailable: sampler closed"
+
+
+def _sample(win: GpuWindow, dev: _Device, stop: threading.Event, interval_s: float) -> None:
+    """The sampling thread: a reading every interval_s until stopped, timing its own work."""
+    while not stop.wait(interval_s):
+        began = time.perf_counter()
+        ok = _guard(win, lambda: win.samples.append(dev.read()))
+        win.sampler_busy_s += time.perf_counter() - began
+        if not ok:
+            return
 
 
 def _start(win: GpuWindow, dev: _Device) -> None:
