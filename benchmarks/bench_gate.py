@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from harness.compare.within import Run, load_run  # noqa: E402
+from harness.results.load import Run, load_run  # noqa: E402
 from harness.run.ab import Side, interleave  # noqa: E402
 from harness.compare.runs import Comparison, compare_runs  # noqa: E402
 from harness.gate.confirm import confirm  # noqa: E402

@@ -1,4 +1,7 @@
-"""harness.compare.within on small, hand-checkable run directories written the way the runner writes them."""
+"""harness.compare.within on small, hand-checkable run directories written the way the runner writes them.
+
+make_row and write_run are shared with test_run_dir.py (loading them).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pytest
 
 from harness import stats
 from harness.compare import within as analysis
+from harness.results.load import load_run, results_frame
 from harness.results.schema import RESULT_FIELDS
 
 SPREAD = (-0.02, -0.01, 0.0, 0.01, 0.02)  # samples around a known median
@@ -92,48 +96,6 @@ def run_dir(tmp_path: Path) -> Path:
     return write_run(tmp_path / "run1", [stale] + rows, tail='{"point_id": "cpu-forward-eag')
 
 
-# ---- loading ---------------------------------------------------------------------------------
-
-
-def test_read_results_ignores_partial_last_line_and_keeps_last_duplicate(run_dir: Path) -> None:
-    rows = analysis.read_results(run_dir)
-    assert len(rows) == len(seq_len_sweep())
-    first = next(r for r in rows if r["point_id"] == "cpu-forward-eager-n1024-b4-reuse0.25")
-    assert first["time_ms_median"] == pytest.approx(90.0)
-    assert analysis.read_results(run_dir / "results.jsonl") == rows
-
-
-def test_read_results_rejects_damage_before_the_last_line(tmp_path: Path) -> None:
-    file = tmp_path / "results.jsonl"
-    file.write_text('{"point_id": "a", "variant": "x"}\n{"point_id": \n{"point_id": "b"}\n')
-    with pytest.raises(ValueError, match="results.jsonl:2"):
-        analysis.read_results(file)
-    assert analysis.read_results(tmp_path / "missing") == []
-
-
-def test_load_run_keeps_lists_and_dicts_and_all_contract_columns(run_dir: Path) -> None:
-    run = analysis.load_run(run_dir)
-    assert run.run_id == "run1" and run.manifest["environment"]["cpu_cores"] == 2
-    assert run.manifest["suite"]["name"] == "seq_len" and run.manifest["status"] == "interrupted"
-    assert list(run.results.columns[: len(RESULT_FIELDS)]) == list(RESULT_FIELDS)
-    ok = run.results[run.results["status"] == "ok"].iloc[0]
-    assert isinstance(ok["time_ms_samples"], list) and len(ok["time_ms_samples"]) == 5
-    assert isinstance(ok["flops_by_component"], dict) and isinstance(ok["axes"], dict)
-    assert set(run.results["status"]) == {"ok", "failed", "skipped"}
-    assert [r.run_id for r in analysis.load_runs([run_dir, run_dir])] == ["run1", "run1"]
-
-
-def test_load_run_validates_the_manifest(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        analysis.load_run(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 2}))
-    with pytest.raises(ValueError, match="format_version"):
-        analysis.load_run(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "run_id": "r"}))
-    empty = analysis.load_run(tmp_path)  # a run killed before its first row
-    assert empty.results.empty and analysis.comparisons(empty.results).empty
-
-
 # ---- comparisons -----------------------------------------------------------------------------
 
 
@@ -145,7 +107,7 @@ def pick(comps: pd.DataFrame, seq_len: int, backend: str, ratio: float, referenc
 
 
 def test_every_candidate_is_compared_with_both_baseline_backends(run_dir: Path) -> None:
-    comps = analysis.comparisons(analysis.load_run(run_dir).results)
+    comps = analysis.comparisons(load_run(run_dir).results)
     # 7 ok reuse rows (one failed, one skipped on cuda) × 2 baseline backends each.
     assert len(comps) == 14
     per_candidate = comps.groupby("point_id")["reference_backend"].apply(sorted)
@@ -155,7 +117,7 @@ def test_every_candidate_is_compared_with_both_baseline_backends(run_dir: Path) 
 
 
 def test_comparison_values_by_hand(run_dir: Path) -> None:
-    comps = analysis.comparisons(analysis.load_run(run_dir).results)
+    comps = analysis.comparisons(load_run(run_dir).results)
     vs_eager = pick(comps, 1024, "eager", 0.5, "eager")
     assert vs_eager["speedup"] == pytest.approx(100 / 80)
     assert vs_eager["same_backend"] and vs_eager["reference_variant"] == "baseline"
@@ -184,7 +146,7 @@ def test_comparison_values_by_hand(run_dir: Path) -> None:
 
 
 def test_speedup_ci_comes_from_the_raw_samples(run_dir: Path) -> None:
-    results = analysis.load_run(run_dir).results
+    results = load_run(run_dir).results
     comps = analysis.comparisons(results)
     row = pick(comps, 1024, "sdpa", 0.25, "eager")
     by_id = results.set_index("point_id")
@@ -201,7 +163,7 @@ def test_missing_metrics_give_nan_not_errors() -> None:
                     flops_counted=50.0, accuracy_mean=0.91)
     base["flops_counted"] = 100.0
     base.pop("peak_mem_bytes")  # a row from an older writer lacking a column
-    comps = analysis.comparisons(analysis.results_frame([base, cand]))
+    comps = analysis.comparisons(results_frame([base, cand]))
     row = comps.iloc[0]
     assert math.isnan(row["speedup"]) and math.isnan(row["speedup_ci_low"])
     assert math.isnan(row["mem_ratio"]) and math.isnan(row["efficiency"])
@@ -214,7 +176,7 @@ def test_accuracy_delta_and_single_sample_ci() -> None:
                     time_ms_median=10.0, time_ms_samples=[10.0])
     cand = make_row("reuse", "reuse", "sdpa", 64, None, ratio=0.5, accuracy_mean=0.88,
                     time_ms_median=8.0, time_ms_samples=[8.0])
-    row = analysis.comparisons(analysis.results_frame([base, cand])).iloc[0]
+    row = analysis.comparisons(results_frame([base, cand])).iloc[0]
     assert row["accuracy_delta"] == pytest.approx(-0.02)
     assert row["speedup"] == pytest.approx(1.25)
     assert math.isnan(row["speedup_ci_low"])  # one sample each: no honest interval
@@ -226,14 +188,14 @@ def test_other_swept_keys_split_groups() -> None:
         extra = {"n_layers": layers}
         rows.append(make_row("baseline", "baseline", "eager", 64, base_t, extra_axes=extra))
         rows.append(make_row("reuse", "reuse", "eager", 64, 8.0, ratio=0.5, extra_axes=extra))
-    comps = analysis.comparisons(analysis.results_frame(rows))
+    comps = analysis.comparisons(results_frame(rows))
     assert len(comps) == 2  # not 4: a 2-layer reuse model is never set against a 4-layer baseline
     assert list(comps.columns[:5]) == ["device", "mode", "seq_len", "batch_size", "n_layers"]
     assert dict(zip(comps["n_layers"], comps["speedup"])) == pytest.approx({2: 10 / 8, 4: 20 / 8})
 
 
 def test_candidate_without_baseline_is_reported_unmatched(run_dir: Path) -> None:
-    results = analysis.load_run(run_dir).results
+    results = load_run(run_dir).results
     no_eager_base = results[~((results["model"] == "baseline") & (results["backend"] == "eager"))]
     comps = analysis.comparisons(no_eager_base)
     assert set(comps["reference_backend"]) == {"sdpa"} and len(comps) == 7
@@ -244,7 +206,7 @@ def test_candidate_without_baseline_is_reported_unmatched(run_dir: Path) -> None
 
 
 def test_best_baseline_picks_the_faster_reference(run_dir: Path) -> None:
-    comps = analysis.comparisons(analysis.load_run(run_dir).results)
+    comps = analysis.comparisons(load_run(run_dir).results)
     best = analysis.best_baseline(comps)
     assert len(best) == 7 and best["point_id"].is_unique
     assert set(best["reference_backend"]) == {"sdpa"}  # SDPA is faster at every point here
@@ -256,7 +218,7 @@ def test_best_baseline_picks_the_faster_reference(run_dir: Path) -> None:
 
 
 def test_summary_table_shows_both_baselines_and_fits_100_columns(run_dir: Path) -> None:
-    results = analysis.load_run(run_dir).results
+    results = load_run(run_dir).results
     table = analysis.summary_table(results)
     lines = table.splitlines()
     print(table)
@@ -269,14 +231,14 @@ def test_summary_table_shows_both_baselines_and_fits_100_columns(run_dir: Path) 
     first = body[0].split()
     # reuse eager n=1024 K=0.25: 100/90 vs eager, 40/90 vs sdpa, FLOP-ideal 1000/800
     assert first[:7] == ["cpu", "forward", "1024", "4", "reuse", "eager", "0.25"]
-    assert first[7:10] == ["1.11", "[1.08,1.14]", "0.90"]  # speedup [CI] and mem vs eager
-    assert first[10] == "0.44" and first[12] == "1.80"     # speedup and mem vs sdpa
-    assert first[13] == "1.25"                              # FLOP-ideal speedup
+    assert first[7:10] == ["1.11×", "[1.08–1.14]", "0.90×"]  # speedup [CI] and mem vs eager
+    assert first[10] == "0.44×" and first[12] == "1.80×"      # speedup and mem vs sdpa
+    assert first[13] == "1.25×"                               # FLOP-ideal speedup
     assert "rows: 11 ok, 1 failed, 2 skipped" in table
 
 
 def test_summary_table_without_comparisons() -> None:
     rows = [make_row("reuse", "reuse", "eager", 64, 8.0, ratio=0.5)]
-    table = analysis.summary_table(analysis.results_frame(rows))
+    table = analysis.summary_table(results_frame(rows))
     assert table.startswith("no reuse-vs-baseline comparison")
     assert "1 candidate row(s) had no ok baseline" in table

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import stats
-from harness.compare.within import Run, results_frame
+from harness.results.load import Run, results_frame
 from harness.compare.runs import NothingToCompare, compare_runs
 from harness.gate.confirm import confirm
 from harness.gate.markdown import render_markdown

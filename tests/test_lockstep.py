@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_suite
-from harness.compare.within import load_run
+from harness.results.load import load_run
 from harness.run.ab import Side, interleave
 from harness.compare.runs import compare_runs
 from harness.run.lockstep import Conductor

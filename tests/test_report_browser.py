@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from harness.compare.within import comparisons, load_run
+from harness.compare.within import comparisons
+from harness.results.load import load_run
 from harness.report import render_comparison, render_report
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from harness.compare.within import Run, comparisons
+from harness.compare.within import comparisons
+from harness.results.load import Run
 from harness.compare.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
 from harness.compare.verdict import (Contrast, Verdict, adjust, decide, decide_exact, decide_percent, paired_contrast,
                                   paired_logs, ratio_of_ratios, time_change)

@@ -1,9 +1,8 @@
-"""Load stored runs and set every reuse result against the baselines measured at the same point.
+"""Set every reuse result of a run against the baselines measured at the same point.
 
-A run directory holds `manifest.json` (what ran, where) and `results.jsonl` (one row per
-(point, variant), see harness.suite.task.RESULT_FIELDS). Everything downstream (the report, the CI
-gate, notebooks) reads runs through `load_run` and compares variants through `comparisons`, so
-the rules live in one place:
+Runs are read by harness.results.load_run (one row per (point, variant), see
+harness.results.schema.RESULT_FIELDS). Everything downstream (the report, the CI gate, notebooks)
+compares variants through `comparisons`, so the rules live in one place:
 
 - A candidate (any ok row whose model is not "baseline") is compared with EVERY ok baseline row at
   its point, one output row per baseline, which means one per baseline backend: reuse must be
@@ -16,21 +15,15 @@ the rules live in one place:
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from harness import stats
-from harness.results.jsonl import read_rows
-from harness.results.schema import RESULT_FIELDS
 from models.config import REUSE_KEYS
 
-MANIFEST_FORMAT_VERSION = 1
 BASELINE_MODEL = "baseline"
 # Flat columns that locate a point; every other swept key comes from the row's `axes` dict.
 POINT_COLUMNS: tuple[str, ...] = ("device", "mode", "seq_len", "batch_size")
@@ -39,66 +32,6 @@ POINT_COLUMNS: tuple[str, ...] = ("device", "mode", "seq_len", "batch_size")
 _NOT_GROUPING: frozenset[str] = REUSE_KEYS | {"backend"} | set(POINT_COLUMNS)
 # Baseline backends listed first in tables; any other backend follows in sorted order.
 PREFERRED_BACKENDS: tuple[str, ...] = ("eager", "sdpa")
-
-
-# ---- loading ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """One stored run: its manifest and one flat results row per (point, variant)."""
-
-    path: Path
-    manifest: dict[str, Any]
-    results: pd.DataFrame  # list columns (time_ms_samples) hold lists, dict columns hold dicts
-
-    @property
-    def run_id(self) -> str:
-        return str(self.manifest.get("run_id", self.path.name))
-
-
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a run directory's results.jsonl (or of a .jsonl file given directly).
-
-    A run killed mid-write leaves a partial last line; it is ignored. An unreadable line anywhere
-    else means the file was damaged some other way, and silently dropping rows there would bias
-    the comparison, so that raises. When a (point_id, variant) appears more than once (a point
-    re-run after a retry or a resume), the last row wins.
-    """
-    file = Path(path) / "results.jsonl" if Path(path).is_dir() else Path(path)
-    rows: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for row in read_rows(file):
-        key = (row.get("point_id"), row.get("variant"))
-        rows.pop(key, None)  # re-insert so the surviving row sits where it was last written
-        rows[key] = row
-    return list(rows.values())
-
-
-def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a DataFrame with every RESULT_FIELDS column present (first, in contract order)."""
-    frame = pd.DataFrame(list(rows))
-    for column in RESULT_FIELDS:
-        if column not in frame.columns:
-            frame[column] = None
-    extra = [c for c in frame.columns if c not in RESULT_FIELDS]
-    return frame[list(RESULT_FIELDS) + extra]
-
-
-def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    manifest_file = path / "manifest.json"
-    if not manifest_file.exists():
-        raise FileNotFoundError(f"{path} is not a run directory: no manifest.json")
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    version = manifest.get("format_version")
-    if version != MANIFEST_FORMAT_VERSION:
-        raise ValueError(f"{manifest_file}: format_version {version!r} is not supported "
-                         f"(this harness reads {MANIFEST_FORMAT_VERSION})")
-    return Run(path=path, manifest=manifest, results=results_frame(read_results(path)))
-
-
-def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    return [load_run(p) for p in paths]
 
 
 # ---- comparisons -----------------------------------------------------------------------------

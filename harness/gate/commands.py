@@ -77,7 +77,7 @@ def _gate_against(args: argparse.Namespace):  # -> harness.compare.runs.Comparis
 
     repo = repo_root()
     resolve_rev(repo, args.against)  # a typo in REV should not wait for torch and the suite to load
-    from harness.compare.within import load_run
+    from harness.results.load import load_run
     from harness.run.ab import against
     from harness.gate.confirm import confirm
     from harness.gate.gate import compare_dirs

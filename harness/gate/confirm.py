@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from harness.compare.within import Run, load_run
+from harness.results.load import Run, load_run
 from harness.compare.runs import Check, Comparison, compare_runs
 from harness.compare.policy import METRIC_KINDS
 from harness.gate.table import percent

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.compare.within import Run, load_run
+from harness.results.load import Run, load_run
 from harness.compare.runs import Comparison, Context, NothingToCompare, compare_runs
 from harness.gate.errors import GateInputError
 from harness.gate.markdown import render_markdown

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.compare.within import comparisons, load_run
+from harness.compare.within import comparisons
+from harness.results.load import load_run
 from harness.report import context, plotkit, plots, plots_extra, profiling, table, takeaways
 from harness.report.frame import AxisPlan, axis_plan, normalize, ordered_variants
 from harness.report.page import render_page

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from harness.compare.within import Run, load_run
+from harness.results.load import Run, load_run
 
 Format = Literal["pytest-benchmark", "csv", "parquet"]
 FORMATS: tuple[str, ...] = ("pytest-benchmark", "csv", "parquet")

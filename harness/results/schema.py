@@ -6,6 +6,8 @@ carry more keys than these; never fewer.
 
 from __future__ import annotations
 
+from typing import Any
+
 # The result contract. Every row written to results.jsonl has at least these keys (None where a
 # metric was not measured). Units are in the names.
 RESULT_FIELDS: tuple[str, ...] = (
@@ -18,3 +20,12 @@ RESULT_FIELDS: tuple[str, ...] = (
     # how the timing loop stopped (ci_target | budget | max_reps) and the measure settings it ran with
     "stop_reason", "measure",
 )
+
+# What a line needs to count as a row at all: without them it cannot be matched, resumed or compared.
+IDENTITY: tuple[str, ...] = ("point_id", "variant")
+
+
+def not_a_row(obj: dict[str, Any]) -> str | None:
+    """Why a JSON object in results.jsonl is not a result row (a foreign line), or None."""
+    missing = [key for key in IDENTITY if not isinstance(obj.get(key), str)]
+    return f"not a result row (no {', '.join(missing)})" if missing else None
