@@ -147,7 +147,7 @@ def _cv(values: list[float]) -> float:
 
 
 def overhead(suite: Path) -> dict[str, float]:
-    from harness.run.runner import run_suite
+    from harness.api import run_suite
     from harness.results.store import RunDir
 
     started = time.perf_counter()

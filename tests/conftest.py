@@ -48,7 +48,7 @@ def harness_cmd(*args: str, extra_env: dict[str, str] | None = None, **kwargs) -
 @pytest.fixture(scope="session")
 def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run of suites/smoke.yaml (with its report), shared by report, gate and export tests."""
-    from harness.run.runner import run_suite
+    from harness.api import run_suite
 
     return run_suite(ROOT / "suites" / "smoke.yaml", output_dir=tmp_path_factory.mktemp("smoke"))
 

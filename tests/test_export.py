@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import harness_cmd, tiny_suite
-from harness.compare.within import load_run
+from harness.results.load import load_run
 from harness.results.export import export_run, to_frame, to_pytest_benchmark
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ STATS_FIELDS = ("min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1",
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.run.runner import run_suite
+    from harness.api import run_suite
 
     tmp = tmp_path_factory.mktemp("export")
     return run_suite(tiny_suite(tmp / "tiny.yaml"), output_dir=tmp / "runs", report=False)

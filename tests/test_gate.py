@@ -28,7 +28,7 @@ metrics:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.run.runner import run_suite
+    from harness.api import run_suite
 
     tmp = tmp_path_factory.mktemp("gate")
     return run_suite(tiny_suite(tmp / "tiny.yaml", seq_lens="[16]"), output_dir=tmp / "runs", report=False)

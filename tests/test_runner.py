@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(suite_path: Path, out: Path, **kw) -> RunDir:
-    outcome = start(load_suite(suite_path), RunOptions(output_dir=out, progress=False, report=False, **kw))
+    outcome = start(load_suite(suite_path), RunOptions(output_dir=out, progress=False, **kw))
     return RunDir(outcome.run_dir)
 
 
@@ -93,7 +93,7 @@ def test_absent_device_is_skipped_with_reason(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA; the skip path needs a machine without it")
     suite = tiny_suite(tmp_path / "s.yaml", seq_lens="[16]", metrics="[time]")
     outcome = start(load_suite(suite, ["sweep.device=[cpu, cuda]"]),
-                    RunOptions(output_dir=tmp_path / "runs", progress=False, report=False))
+                    RunOptions(output_dir=tmp_path / "runs", progress=False))
     rows = RunDir(outcome.run_dir).rows()
     skipped = [r for r in rows if r["device"] == "cuda"]
     assert len(skipped) == 2 and all(r["status"] == "skipped" and "CUDA not available" in r["error"] for r in skipped)
@@ -123,7 +123,7 @@ def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path: Pat
     with open(results, "a") as fh:  # a row cut short mid-write
         fh.write('{"point_id": "half-writ')
 
-    outcome = resume(results.parent, RunOptions(progress=False, report=False))
+    outcome = resume(results.parent, RunOptions(progress=False))
     after = RunDir(results.parent).rows()
     keys = [(r["point_id"], r["variant"]) for r in after]
     assert len(keys) == len(set(keys)) == 8

@@ -43,7 +43,8 @@ def compare_dirs(base: str | Path, cand: str | Path, policy_file: str | Path | N
 
 def confirm_stored(comparison: Comparison) -> Comparison:
     """Re-measure the points of timing regressions with this checkout (policy.confirm times)."""
-    from harness.gate.confirm import confirm, stored_remeasure, suspects
+    from harness.gate.confirm import confirm, suspects
+    from harness.run.remeasure import stored_remeasure
 
     if comparison.policy.confirm < 1 or not suspects(comparison):
         return comparison

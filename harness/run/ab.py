@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from harness import stats
-from harness.measure.devices import get_device
+from harness.results.lock import writer_lock
+from harness.results.store import RunDir
 from harness.run.environment import environment
+from harness.run.executor import absent_device_rows
 from harness.run.forkserver import ForkServerExecutor
 from harness.run.git import git, repo_root, resolve_rev, worktree
 from harness.run.lockstep import lockstep_round, shared_cpus, supports_lockstep
 from harness.run.runner import points
-from harness.suite.task import PointTask
-from harness.results.store import FORMAT_VERSION, RunDir, now_iso
 from harness.suite.loading import Suite
 from harness.suite.sweep import expand
-from harness.run.worker import base_row
+from harness.suite.task import PointTask
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ def _per_round(task: PointTask, rounds: int, first_round: bool) -> PointTask:
 def _measure_round(point: list[PointTask], executors: Sequence[ForkServerExecutor], order: list[int], rounds: int,
                    first_round: bool, lockstep: bool) -> list[list[dict[str, Any]]]:
     """One round of one point: rows per side, the sides measured in `order` or taking turns."""
-    reason = get_device(point[0].device).availability()
-    if reason is not None:
-        return [[{**base_row(t), "status": "skipped", "error": reason} for t in point] for _ in executors]
+    skipped = absent_device_rows(point)
+    if skipped is not None:
+        return [[dict(row) for row in skipped] for _ in executors]  # rows of its own for each side's run
     tasks = [_per_round(t, rounds, first_round) for t in point]
     timeout = point[0].measure.timeout
     if lockstep:
@@ -139,20 +139,16 @@ def interleave(suite: Suite, sides: Sequence[Side], rounds: int, output_dir: Pat
     # tree to take turns; an older revision's workers do not, and then the rounds alternate instead.
     lockstep = len(sides) > 1 and all(supports_lockstep(side.root) for side in sides)
     runs = [RunDir.create(Path(output_dir), f"{suite.name}-ab-{side.label}") for side in sides]
-    for side, run in zip(sides, runs):
-        run.write_manifest({
-            "format_version": FORMAT_VERSION, "run_id": run.path.name, "suite": suite.to_json(),
-            "suite_path": str(suite.path) if suite.path else None,
-            "environment": {**env, "git_commit": side.commit, "git_dirty": side.dirty},
-            "profile": None, "n_tasks": len(tasks), "started_at": now_iso(), "finished_at": None,
-            "status": "running", "sessions": [{"started_at": now_iso(), "argv": sys.argv[1:]}],
-            "ab": {"pair_id": pair_id, "side": side.label, "sides": [s.label for s in sides],
-                   "rounds": rounds, "lockstep": lockstep, "code_root": str(side.root), **(extra_manifest or {})},
-        })
     groups = points(tasks)
     counts: list[dict[str, int]] = [{} for _ in sides]
     status = "complete"
     with ExitStack() as stack:
+        for side, run in zip(sides, runs):
+            stack.enter_context(writer_lock(run.path))
+            run.new_manifest(suite, {**env, "git_commit": side.commit, "git_dirty": side.dirty}, len(tasks),
+                             ab={"pair_id": pair_id, "side": side.label, "sides": [s.label for s in sides],
+                                 "rounds": rounds, "lockstep": lockstep, "code_root": str(side.root),
+                                 **(extra_manifest or {})})
         if executors is None:
             executors = [stack.enter_context(ForkServerExecutor(side.root, side.env)) for side in sides]
         try:
@@ -162,7 +158,7 @@ def interleave(suite: Suite, sides: Sequence[Side], rounds: int, output_dir: Pat
             raise
         finally:
             for run, count in zip(runs, counts):
-                run.update_manifest(status=status, finished_at=now_iso(), counts=count)
+                run.finish(status, count)
     return [run.path for run in runs]
 
 

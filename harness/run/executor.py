@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from harness.measure.devices import get_device
 from harness.results.jsonl import read_rows
 from harness.suite.task import PointTask
 from harness.run.worker import base_row
@@ -34,6 +35,15 @@ CommandWrapper = Callable[[list[str], str], list[str]]
 
 class Executor(Protocol):
     def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]: ...
+
+
+def absent_device_rows(point: list[PointTask]) -> list[dict[str, Any]] | None:
+    """A skipped row per task when the point's device is absent (no process needed to learn
+    that), else None: the point is to be measured."""
+    reason = get_device(point[0].device).availability()
+    if reason is None:
+        return None
+    return [{**base_row(t), "status": "skipped", "error": reason} for t in point]
 
 
 def _worker_env(extra: dict[str, str], root: Path | None = None) -> dict[str, str]:

@@ -6,6 +6,10 @@ A point is the set of variants measured at one (device, mode, backend, seq_len, 
 they share a worker so the comparison inside a point is made in one process on one warm machine,
 while points never share state. Rows are appended as each point finishes; `resume` skips every
 (point, variant) already stored, whatever its status, so nothing is redone or duplicated.
+
+The run directory's writer lock is held from the first byte written to the last, so a second
+writer of the same run (a resume started twice) stops before it measures anything. Rendering the
+report is the caller's business (harness.api, harness.cli): the runner only measures and stores.
 """
 
 from __future__ import annotations
@@ -16,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.measure.devices import get_device
+from harness.results.lock import writer_lock
+from harness.results.store import RunDir
 from harness.run.environment import environment
-from harness.run.executor import CommandExecutor, Executor, LocalProcessExecutor
-from harness.suite.task import PointTask
-from harness.results.store import FORMAT_VERSION, RunDir, now_iso
-from harness.suite.loading import Suite, load_suite
+from harness.run.executor import CommandExecutor, Executor, LocalProcessExecutor, absent_device_rows
+from harness.suite.loading import Suite
 from harness.suite.sweep import expand, group_key
-from harness.run.worker import base_row
+from harness.suite.task import PointTask
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,6 @@ class RunOptions:
     output_dir: Path | None = None       # default: the suite's output_dir (reports/)
     profile: str | None = None           # None | "torch" | "pyspy"
     progress: bool = True
-    report: bool = True                  # write RUN_DIR/report.html at the end
 
 
 @dataclass
@@ -39,7 +41,7 @@ class RunOutcome:
     run_dir: Path
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0, "skipped": 0})
     interrupted: bool = False
-    report_error: str | None = None
+    report_error: str | None = None      # set by whoever renders the report, when that fails
 
     @property
     def exit_code(self) -> int:
@@ -60,32 +62,21 @@ def start(suite: Suite, options: RunOptions = RunOptions()) -> RunOutcome:
     output_dir = options.output_dir or Path(suite.output_dir)
     run = RunDir.create(Path(output_dir), suite.name)
     tasks = expand(suite)
-    run.write_manifest({
-        "format_version": FORMAT_VERSION,
-        "run_id": run.path.name,
-        "suite": suite.to_json(),
-        "suite_path": str(suite.path) if suite.path else None,
-        "environment": environment(suite.measure.threads),
-        "profile": options.profile,
-        "n_tasks": len(tasks),
-        "started_at": now_iso(),
-        "finished_at": None,
-        "status": "running",
-        "sessions": [{"started_at": now_iso(), "argv": sys.argv[1:]}],
-    })
-    return _execute(run, tasks, options)
+    with writer_lock(run.path):
+        run.new_manifest(suite, environment(suite.measure.threads), len(tasks), profile=options.profile)
+        return _execute(run, tasks, options)
 
 
 def resume(run_dir: Path, options: RunOptions = RunOptions()) -> RunOutcome:
+    """Measure what a run has not stored yet. RunLocked if another process is writing it,
+    RunDamaged if its results.jsonl has damaged lines (`harness repair` first)."""
     run = RunDir.open(run_dir)
-    manifest = run.read_manifest()
-    suite = Suite.from_json(manifest["suite"])
-    run.repair_tail()
-    sessions = manifest.get("sessions", []) + [{"started_at": now_iso(), "argv": sys.argv[1:], "resumed": True}]
-    run.update_manifest(status="running", finished_at=None, sessions=sessions)
-    options = RunOptions(output_dir=options.output_dir, profile=options.profile or manifest.get("profile"),
-                         progress=options.progress, report=options.report)
-    return _execute(run, expand(suite), options)
+    with writer_lock(run.path):
+        run.ready_to_append()
+        manifest = run.resume_session()
+        options = RunOptions(output_dir=options.output_dir, profile=options.profile or manifest.get("profile"),
+                             progress=options.progress)
+        return _execute(run, expand(Suite.from_json(manifest["suite"])), options)
 
 
 def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions) -> RunOutcome:
@@ -108,21 +99,16 @@ def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions) -> RunOut
         outcome.interrupted = True
     finally:
         bar.close()
-        wall = time.perf_counter() - wall_started
-        manifest = run.read_manifest()
-        manifest["sessions"][-1].update(finished_at=now_iso(), wall_s=round(wall, 3))
-        run.update_manifest(status="interrupted" if outcome.interrupted else "complete",
-                            finished_at=now_iso(), sessions=manifest["sessions"], counts=outcome.counts)
-    if options.report:
-        outcome.report_error = _write_report(run)
+        run.finish("interrupted" if outcome.interrupted else "complete", outcome.counts,
+                   wall_s=time.perf_counter() - wall_started)
     return outcome
 
 
 def _measure_point(point: list[PointTask], executor: Executor, run: RunDir,
                    options: RunOptions) -> list[dict[str, Any]]:
-    reason = get_device(point[0].device).availability()
-    if reason is not None:  # no process needed to learn that a device is absent
-        return [{**base_row(t), "status": "skipped", "error": reason} for t in point]
+    skipped = absent_device_rows(point)
+    if skipped is not None:
+        return skipped
     timeout = point[0].measure.timeout
     if options.profile != "pyspy":
         return executor.run(point, timeout)
@@ -165,16 +151,6 @@ def _executor(run: RunDir, options: RunOptions) -> Executor:
     return LocalProcessExecutor()
 
 
-def _write_report(run: RunDir) -> str | None:
-    try:
-        from harness.report import render_report
-
-        render_report(run.path)
-        return None
-    except Exception as exc:  # the measurements are safe on disk; say what went wrong
-        return f"{type(exc).__name__}: {exc}"
-
-
 def _describe(task: PointTask) -> str:
     return f"{task.device} {task.mode} {task.model_config.get('backend', '')} n={task.seq_len} b={task.batch_size}"
 
@@ -191,13 +167,3 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="variant", desc="measuring", file=sys.stderr, dynamic_ncols=True)
-
-
-def run_suite(suite_path: str | Path, output_dir: str | Path | None = None, overrides: tuple[str, ...] = (),
-              *, progress: bool = False, report: bool = True, profile: str | None = None) -> Path:
-    """Python API: run a suite file and return its run directory."""
-    suite = load_suite(Path(suite_path), list(overrides))
-    options = RunOptions(output_dir=Path(output_dir) if output_dir else None, profile=profile,
-                         progress=progress, report=report)
-    return start(suite, options).run_dir
-
