@@ -72,7 +72,7 @@ def build_context(run_dir: str | Path, out_dir: Path) -> dict[str, Any]:
     variants = ordered_variants(df, (run.manifest.get("suite") or {}).get("variants") or {})
     return {
         "kind": "run",
-        "header": context.header(run.manifest, df),
+        "header": context.header(run.manifest, df, run.damaged),
         "plan": {"x": plan.x_label or ("reuse ratio K/H" if plan.ratio_swept else "none"),
                  "extra": ", ".join(c for c in plan.extra if plan.x or c != "reuse_ratio")},
         "refs": refs,

@@ -14,7 +14,7 @@ import math
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -64,7 +64,8 @@ def _gpu(env: dict[str, Any]) -> str:
     return f"{count}{gpu.get('name', '?')}" + (f" ({', '.join(extras)})" if extras else "")
 
 
-def header(manifest: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+def header(manifest: dict[str, Any], df: pd.DataFrame, damaged: Sequence[str] = ()) -> dict[str, Any]:
+    """`damaged`: the `file:line: why` of each results line that was not a row (Run.damaged)."""
     suite = manifest.get("suite") or {}
     env = manifest.get("environment") or {}
     status = str(manifest.get("status") or "unknown")
@@ -83,6 +84,10 @@ def header(manifest: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
     if counts["skipped"]:
         alerts.append({"level": "info", "kind": "skipped", "text": f"{counts['skipped']} (point, variant) measurement(s) were skipped "
                        "(for example a device this machine does not have); see Failures and skips."})
+    if damaged:  # rows may be missing where those lines were: say so above every conclusion
+        alerts.append({"level": "bad", "kind": "damaged", "text": f"{len(damaged)} line(s) of the results file are "
+                       f"not result rows and were skipped: {'; '.join(damaged)}. `harness repair RUN` moves them "
+                       "aside, keeping them."})
     if counts["ok"] == 0:
         alerts.append({"level": "bad", "kind": "empty", "text": "No measurement succeeded: there is nothing to compare."})
     if env.get("git_dirty"):
