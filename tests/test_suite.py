@@ -11,6 +11,7 @@ import pytest
 
 from harness.compare.policy import PolicyError, load_policy
 from harness.suite.loading import Problem, Suite, SuiteError, Variant, list_suites, load_suite
+from harness.suite.sweep import expand
 from harness.suite.task import AccuracyConfig, MeasureConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,8 +145,13 @@ def test_every_shipped_suite_loads() -> None:
 
 def test_shipped_seq_len_suite_is_the_documented_example_with_its_own_budget(tmp_path: Path) -> None:
     shipped, example = load_suite(ROOT / "suites" / "seq_len.yaml"), load_suite(write(tmp_path, EXAMPLE))
-    same = ("name", "description", "model", "variants", "sweep", "metrics", "seed")
+    same = ("name", "description", "model", "variants", "metrics", "seed")
     assert all(getattr(shipped, f) == getattr(example, f) for f in same)
+    # Its sweep has the example's CPU points, ids and all, plus a CUDA section of its own.
+    def cpu(suite: Suite) -> set[tuple[str, str]]:
+        return {(t.point_id, t.variant) for t in expand(suite) if t.device == "cpu"}
+
+    assert cpu(shipped) == cpu(example)
     m = shipped.measure
     assert (m.warmup, m.max_seconds, m.max_reps, m.target_ci) == (1, 7.0, 50, 0.01)
 
