@@ -11,21 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.compare.rows import num
+
 DASH = "–"
 MINUS = "−"
 # A speedup whose CI lies entirely on one side of 1 is a win or a loss; otherwise it is a tie.
 WIN, LOSS, TIE, UNKNOWN = "win", "loss", "tie", "unknown"
-
-
-def num(value: Any) -> float:
-    """A finite float or NaN, whatever came in (None, '', 'n/a', a bool, a list)."""
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
 
 
 def _signed(text: str) -> str:

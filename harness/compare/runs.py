@@ -19,15 +19,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from harness.compare.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
+from harness.compare.rows import POINT_COLUMNS, num, point_label, scalar
 from harness.compare.within import comparisons
 from harness.results.load import Run
-from harness.compare.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
 from harness.compare.verdict import (Contrast, Verdict, adjust, decide, decide_exact, decide_percent, paired_contrast,
                                   paired_logs, ratio_of_ratios, time_change)
 
 Context = Literal["stored", "interleaved"]
 EXACT_METRICS: tuple[str, ...] = tuple(m for m, kind in METRIC_KINDS.items() if kind == "exact")
-ROW_FIELDS: tuple[str, ...] = ("model", "device", "mode", "backend", "seq_len", "batch_size", "reuse_ratio")
+# What policy rules match on, besides the context: the row's point and what its variant measured.
+ROW_FIELDS: tuple[str, ...] = ("model", *POINT_COLUMNS, "reuse_ratio")
 
 
 @dataclass(eq=False)  # identity: a check with NaN fields must still equal itself
@@ -54,10 +56,6 @@ class Check:
     # hypothesis, counted once when p-values are adjusted.
     same_test_as: "Check | None" = None
 
-    @property
-    def change(self) -> float:
-        return self.ratio - 1.0
-
 
 @dataclass
 class Comparison:
@@ -82,12 +80,6 @@ class Comparison:
     @property
     def passed(self) -> bool:
         return not self.failing()
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in self.checks:
-            out[str(c.verdict)] = out.get(str(c.verdict), 0) + 1
-        return out
 
 
 class NothingToCompare(ValueError):
@@ -138,20 +130,11 @@ def _rows_by_key(results: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]
     return {(r["point_id"], r["variant"]): r for r in results.to_dict("records")}
 
 
-def _num(value: Any) -> float:
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _samples(row: dict[str, Any]) -> np.ndarray:
     values = row.get("time_ms_samples")
     if not isinstance(values, (list, tuple, np.ndarray)):
         return np.empty(0)
-    x = np.array([_num(v) for v in values], dtype=np.float64)
+    x = np.array([num(v) for v in values], dtype=np.float64)
     return x[np.isfinite(x) & (x > 0)]
 
 
@@ -160,7 +143,7 @@ def _rounds(row: dict[str, Any]) -> list[np.ndarray]:
     values = row.get("time_ms_samples")
     if not isinstance(values, (list, tuple, np.ndarray)):
         return []
-    x = np.array([_num(v) for v in values], dtype=np.float64)
+    x = np.array([num(v) for v in values], dtype=np.float64)
     sizes = row.get("ab_round_sizes")
     parts = [x]
     if isinstance(sizes, (list, tuple, np.ndarray)) and len(sizes) > 1 and int(np.sum(sizes)) == x.size:
@@ -169,29 +152,9 @@ def _rounds(row: dict[str, Any]) -> list[np.ndarray]:
     return [p for p in kept if p.size]
 
 
-def _clean(value: Any) -> Any:
-    """A row value as a plain Python scalar (NaN -> None) for fields and display."""
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else (int(value) if float(value).is_integer() else float(value))
-    return value
-
-
-def point_label(row: dict[str, Any]) -> str:
-    parts = [str(row.get("mode") or ""), str(row.get("backend") or ""), f"n{_clean(row.get('seq_len'))}",
-             f"b{_clean(row.get('batch_size'))}"]
-    if (row.get("device") or "cpu") != "cpu":
-        parts.insert(0, str(row["device"]))
-    axes = row.get("axes") if isinstance(row.get("axes"), dict) else {}
-    shown = {"device", "mode", "backend", "seq_len", "batch_size", "reuse_ratio", "reuse_heads"}
-    parts += [f"{k}={v}" for k, v in sorted(axes.items()) if k not in shown]
-    return " ".join(p for p in parts if p)
-
-
 def _fields(row: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
     return {"point_id": row.get("point_id"), "variant": row.get("variant"),
-            **{k: _clean(row.get(k)) for k in ROW_FIELDS}, **common}
+            **{k: scalar(row.get(k)) for k in ROW_FIELDS}, **common}
 
 
 def _pairs(rows: list[dict[str, Any]], paired: bool) -> list[list[np.ndarray]] | None:
@@ -220,14 +183,14 @@ def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Polic
                      note=f"candidate {crow.get('status')}: {str(crow.get('error') or '')[:200]}")]
     checks = []
     for metric in EXACT_METRICS:
-        base, cand = _clean(brow.get(metric)), _clean(crow.get(metric))
+        base, cand = scalar(brow.get(metric)), scalar(crow.get(metric))
         if base is None:
             continue  # not measured in the baseline: nothing to hold the candidate to
         if cand is None:
             checks.append(make(metric, base, None, verdict=Verdict.MISSING, note="not measured in the candidate"))
         else:
             checks.append(make(metric, base, cand, ratio=_ratio(base, cand), verdict=decide_exact(base, cand)))
-    base_mem, cand_mem = _num(brow.get("peak_mem_bytes")), _num(crow.get("peak_mem_bytes"))
+    base_mem, cand_mem = num(brow.get("peak_mem_bytes")), num(crow.get("peak_mem_bytes"))
     if math.isfinite(base_mem):
         if not math.isfinite(cand_mem):
             checks.append(make("peak_mem_bytes", int(base_mem), None, verdict=Verdict.MISSING,
@@ -259,7 +222,7 @@ def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Polic
 
 
 def _ratio(base: Any, cand: Any) -> float:
-    b, c = _num(base), _num(cand)
+    b, c = num(base), num(cand)
     return c / b if math.isfinite(b) and math.isfinite(c) and b != 0 else math.nan
 
 
@@ -308,7 +271,7 @@ def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any], 
 def _ratio_check(metric: str, contrast: Contrast, comp: dict[str, Any], other: dict[str, Any], variant: str,
                  label: str, fields: dict[str, Any], policy: Policy, note: str) -> Check:
     rule = policy.rule_for(metric, fields)
-    return Check(metric, str(comp["point_id"]), variant, label, fields, _clean(comp[metric]), _clean(other[metric]),
+    return Check(metric, str(comp["point_id"]), variant, label, fields, scalar(comp[metric]), scalar(other[metric]),
                  ratio=contrast.estimate, ci_low=contrast.low, ci_high=contrast.high, p=contrast.p,
                  threshold=rule.threshold, gated=rule.gate, note=note)
 

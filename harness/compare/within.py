@@ -22,14 +22,17 @@ import numpy as np
 import pandas as pd
 
 from harness import stats
+from harness.compare import fmt
+from harness.compare.rows import POINT_COLUMNS, axes, num, scalar
 from models.config import REUSE_KEYS
 
 BASELINE_MODEL = "baseline"
-# Flat columns that locate a point; every other swept key comes from the row's `axes` dict.
-POINT_COLUMNS: tuple[str, ...] = ("device", "mode", "seq_len", "batch_size")
+# Where a candidate meets its baselines: the point without its backend, since each baseline
+# backend is a reference of its own.
+_WHERE: tuple[str, ...] = tuple(c for c in POINT_COLUMNS if c != "backend")
 # Swept keys that may differ between a candidate and the baselines it is compared with: reuse
-# settings (the baseline has none) and the backend (each baseline backend is its own reference).
-_NOT_GROUPING: frozenset[str] = REUSE_KEYS | {"backend"} | set(POINT_COLUMNS)
+# settings (the baseline has none) and the backend.
+_NOT_GROUPING: frozenset[str] = REUSE_KEYS | set(POINT_COLUMNS)
 # Baseline backends listed first in tables; any other backend follows in sorted order.
 PREFERRED_BACKENDS: tuple[str, ...] = ("eager", "sdpa")
 
@@ -37,32 +40,11 @@ PREFERRED_BACKENDS: tuple[str, ...] = ("eager", "sdpa")
 # ---- comparisons -----------------------------------------------------------------------------
 
 
-def _scalar(value: Any) -> Any:
-    """A hashable, comparable form of a flat column value: NaN -> None, 1024.0 -> 1024."""
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        return int(value) if float(value).is_integer() else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _num(value: Any) -> float:
-    """A metric as float; absent, null or non-numeric metrics are NaN."""
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _samples(value: Any) -> np.ndarray:
     """Finite raw samples of a list column; empty when the metric was not measured."""
     if not isinstance(value, (list, tuple, np.ndarray)):
         return np.empty(0)
-    values = np.array([_num(v) for v in value], dtype=np.float64)
+    values = np.array([num(v) for v in value], dtype=np.float64)
     return values[np.isfinite(values)]
 
 
@@ -73,16 +55,11 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def _median_time(row: dict[str, Any]) -> float:
-    median = _num(row.get("time_ms_median"))
+    median = num(row.get("time_ms_median"))
     if math.isnan(median):
         samples = _samples(row.get("time_ms_samples"))
         median = float(np.median(samples)) if samples.size else math.nan
     return median
-
-
-def _axes(row: dict[str, Any]) -> dict[str, Any]:
-    axes = row.get("axes")
-    return axes if isinstance(axes, dict) else {}
 
 
 _MISSING = object()
@@ -91,7 +68,7 @@ _MISSING = object()
 def _matches(candidate: dict[str, Any], baseline_axes: dict[str, Any]) -> bool:
     # Keys only the candidate sweeps (the baseline ignores them) do not split the group: one
     # baseline row serves every value of them, as it serves every reuse_ratio.
-    return all(_axes(candidate).get(k, _MISSING) == v for k, v in baseline_axes.items())
+    return all(axes(candidate).get(k, _MISSING) == v for k, v in baseline_axes.items())
 
 
 def _speedup_ci(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[float, float]:
@@ -106,7 +83,7 @@ def _speedup_ci(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[f
 def _flop_ratio(candidate: dict[str, Any], reference: dict[str, Any]) -> float:
     # Use one FLOP source for both sides: an analytic count over a counted one is meaningless.
     for column in ("flops_analytic", "flops_counted"):
-        ratio = _ratio(_num(candidate.get(column)), _num(reference.get(column)))
+        ratio = _ratio(num(candidate.get(column)), num(reference.get(column)))
         if not math.isnan(ratio):
             return ratio
     return math.nan
@@ -116,12 +93,12 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
     cand_time, ref_time = _median_time(candidate), _median_time(reference)
     speedup = _ratio(ref_time, cand_time)
     ci_low, ci_high = _speedup_ci(reference, candidate) if math.isfinite(speedup) else (math.nan, math.nan)
-    mem_ratio = _ratio(_num(candidate.get("peak_mem_bytes")), _num(reference.get("peak_mem_bytes")))
+    mem_ratio = _ratio(num(candidate.get("peak_mem_bytes")), num(reference.get("peak_mem_bytes")))
     flop_ratio = _flop_ratio(candidate, reference)
     flop_ideal = _ratio(1.0, flop_ratio)
     backend, reference_backend = candidate.get("backend"), reference.get("backend")
     return {
-        **{column: _scalar(candidate.get(column)) for column in POINT_COLUMNS},
+        **{column: scalar(candidate.get(column)) for column in _WHERE},
         **group_axes,
         "variant": candidate.get("variant"),
         "model": candidate.get("model"),
@@ -129,8 +106,8 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
         "reference_variant": reference.get("variant"),
         "reference_backend": reference_backend,
         "same_backend": backend == reference_backend,
-        "reuse_ratio": _num(candidate.get("reuse_ratio")),
-        "reuse_heads": _num(candidate.get("reuse_heads")),
+        "reuse_ratio": num(candidate.get("reuse_ratio")),
+        "reuse_heads": num(candidate.get("reuse_heads")),
         "reuse_source": candidate.get("reuse_source"),
         "time_ms": cand_time,
         "reference_time_ms": ref_time,
@@ -142,7 +119,7 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
         "flop_ratio": flop_ratio,
         "flop_ideal_speedup": flop_ideal,
         "efficiency": _ratio(speedup, flop_ideal),
-        "accuracy_delta": _num(candidate.get("accuracy_mean")) - _num(reference.get("accuracy_mean")),
+        "accuracy_delta": num(candidate.get("accuracy_mean")) - num(reference.get("accuracy_mean")),
         "point_id": candidate.get("point_id"),
         "reference_point_id": reference.get("point_id"),
     }
@@ -150,7 +127,7 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
 
 # The columns of `comparisons`, in order; the extra swept keys of a suite go after the first four.
 COMPARISON_COLUMNS: tuple[str, ...] = (
-    *POINT_COLUMNS, "variant", "model", "backend", "reference_variant", "reference_backend",
+    *_WHERE, "variant", "model", "backend", "reference_variant", "reference_backend",
     "same_backend", "reuse_ratio", "reuse_heads", "reuse_source", "time_ms", "reference_time_ms",
     "speedup", "speedup_ci_low", "speedup_ci_high", "mem_ratio", "mem_saving", "flop_ratio",
     "flop_ideal_speedup", "efficiency", "accuracy_delta", "point_id", "reference_point_id",
@@ -174,22 +151,22 @@ def comparisons(results: pd.DataFrame) -> pd.DataFrame:
     baselines_at: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("model") == BASELINE_MODEL:
-            core = tuple(_scalar(row.get(c)) for c in POINT_COLUMNS)
+            core = tuple(scalar(row.get(c)) for c in _WHERE)
             baselines_at.setdefault(core, []).append(row)
     out: list[dict[str, Any]] = []
     for candidate in rows:
         if candidate.get("model") == BASELINE_MODEL:
             continue
-        core = tuple(_scalar(candidate.get(c)) for c in POINT_COLUMNS)
+        core = tuple(scalar(candidate.get(c)) for c in _WHERE)
         for reference in baselines_at.get(core, []):
-            group_axes = {k: v for k, v in _axes(reference).items() if k not in _NOT_GROUPING}
+            group_axes = {k: v for k, v in axes(reference).items() if k not in _NOT_GROUPING}
             if _matches(candidate, group_axes):
                 out.append(_compare(candidate, reference, group_axes))
     if not out:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     frame = pd.DataFrame(out)
     axis_columns = [c for c in frame.columns if c not in COMPARISON_COLUMNS]
-    n_point = len(POINT_COLUMNS)
+    n_point = len(_WHERE)
     order = list(COMPARISON_COLUMNS[:n_point]) + axis_columns + list(COMPARISON_COLUMNS[n_point:])
     return frame[order]
 
@@ -221,27 +198,15 @@ def best_baseline(comps: pd.DataFrame) -> pd.DataFrame:
 # ---- plain-text summary ----------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str = ".2f") -> str:
-    number = _num(value)
-    return "-" if math.isnan(number) else format(number, spec)
-
-
-def _speedup_cell(row: pd.Series) -> str:
-    cell = _fmt(row["speedup"])
-    if cell != "-" and not math.isnan(_num(row["speedup_ci_low"])):
-        cell += f" [{_fmt(row['speedup_ci_low'])},{_fmt(row['speedup_ci_high'])}]"
-    return cell
-
-
 def _reuse_cell(row: pd.Series) -> str:
-    if not math.isnan(_num(row["reuse_ratio"])):
-        return _fmt(row["reuse_ratio"], "g")
-    return "-" if math.isnan(_num(row["reuse_heads"])) else f"K={_fmt(row['reuse_heads'], '.0f')}"
+    if not math.isnan(num(row["reuse_ratio"])):
+        return fmt.plain(num(row["reuse_ratio"]))
+    heads = num(row["reuse_heads"])
+    return fmt.DASH if math.isnan(heads) else f"K={heads:.0f}"
 
 
 def _label(value: Any) -> str:
-    value = _scalar(value)
-    return "-" if value is None else str(value)
+    return fmt.plain(scalar(value))
 
 
 def _first_finite(values: pd.Series) -> float:
@@ -279,7 +244,7 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
         references = _reference_order(comps["reference_backend"])
         axis_columns = [c for c in comps.columns if c not in COMPARISON_COLUMNS]
         show_accuracy = comps["accuracy_delta"].notna().any()
-        columns = [*POINT_COLUMNS, *axis_columns, "variant", "backend"]
+        columns = [*_WHERE, *axis_columns, "variant", "backend"]
         labels = ["dev", "mode", "seq", "batch", *axis_columns, "variant", "backend", "reuse"]
         header = labels + [cell for b in references for cell in (f"vs {b}", "mem")] + ["ideal"]
         header += ["acc+"] if show_accuracy else []
@@ -290,22 +255,23 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
             for backend in references:
                 against = group[group["reference_backend"] == backend]
                 if against.empty:
-                    cells += ["-", "-"]
+                    cells += [fmt.DASH, fmt.DASH]
                     continue
                 # Two baseline variants on one backend: show the faster, as best_baseline does.
                 fastest = against.sort_values("reference_time_ms", na_position="last").iloc[0]
-                cells += [_speedup_cell(fastest), _fmt(fastest["mem_ratio"])]
-            cells.append(_fmt(_first_finite(group["flop_ideal_speedup"])))
+                cells += [fmt.times_ci(fastest["speedup"], fastest["speedup_ci_low"], fastest["speedup_ci_high"]),
+                          fmt.times(fastest["mem_ratio"])]
+            cells.append(fmt.times(_first_finite(group["flop_ideal_speedup"])))
             if show_accuracy:
-                cells.append(_fmt(_first_finite(group["accuracy_delta"]), "+.3f"))
+                cells.append(fmt.points(_first_finite(group["accuracy_delta"])))
             rows.append(cells)
         # Two spaces before each speedup and after the labels, one elsewhere: ~100 columns.
-        gaps = [""] + [" "] * (len(labels) - 1) + ["  " if h != "mem" else " " for h in header[len(labels):]]
+        gaps = [""] + [" "] * (len(labels) - 1) + ["  " if h.startswith("vs ") else " " for h in header[len(labels):]]
         lines += _render(header, rows, left=len(labels) - 1, gaps=gaps)
         lines.append("vs X: speedup = baseline-on-X ms / candidate ms (>1: candidate faster),"
                      " [95% bootstrap CI]")
         lines.append("mem: candidate / baseline peak memory; ideal: speedup if time followed FLOPs"
-                     + ("; acc+: accuracy gain" if show_accuracy else ""))
+                     + ("; acc+: accuracy gain in points" if show_accuracy else ""))
     if not results.empty and "status" in results.columns:
         counts = results["status"].value_counts()
         lines.append("rows: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "skipped")))
