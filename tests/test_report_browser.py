@@ -190,9 +190,9 @@ def test_comparison_page_is_clean_in_the_browser(browser: Any, smoke_run_dir: Pa
     visit.load()
     assert visit.errors == [] and visit.requests == [visit.url]
     summary = visit.page.locator("#summary").inner_text()
-    assert "slower at 0 and faster at 0 of" in summary  # a run against itself changes nothing
-    assert "Reuse speedups: 0 of" in summary
-    visit.page.locator("#data th[data-key='time_ratio'] button").click()
+    assert "regressed at 0 and improved at 0 of" in summary  # a run against itself changes nothing
+    assert "Reuse speedups: regressed at 0 and improved at 0 of" in summary
+    visit.page.locator("#data th[data-key='change'] button").click()
     assert visit.errors == []
     visit.page.close()
 

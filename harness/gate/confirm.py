@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from harness.compare import fmt
 from harness.compare.runs import Check, Comparison, compare_runs
 from harness.compare.policy import METRIC_KINDS
-from harness.gate.table import percent
 from harness.compare.verdict import Verdict
 
 if TYPE_CHECKING:  # the judge only calls what it is handed; it never loads an executor itself
@@ -48,11 +48,11 @@ def confirm(comparison: Comparison, remeasure: Remeasure, attempts: int) -> Comp
         found = {(c.metric, c.point_id, c.variant): c for c in again.checks}
         for check in pending:
             other = found.get((check.metric, check.point_id, check.variant))
-            seen = f"{other.verdict}, {percent(other.change)}" if other else "not measured"
+            seen = f"{other.verdict}, {fmt.change(other.ratio)}" if other else "not measured"
             if other is not None and other.verdict == Verdict.REGRESSED:
                 check.note = _join(check.note, f"reproduced on re-measurement {attempt} ({seen})")
             else:
-                check.note = _join(check.note, f"{percent(check.change)} here, not reproduced on "
+                check.note = _join(check.note, f"{fmt.change(check.ratio)} here, not reproduced on "
                                                f"re-measurement {attempt} ({seen})")
                 check.verdict = Verdict.NOISY
     return comparison

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from harness.compare import fmt
 from harness.compare.within import PREFERRED_BACKENDS
-from harness.report import fmt
 from harness.report.frame import AxisPlan, finite, num, point_label
 
 
