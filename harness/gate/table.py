@@ -57,10 +57,11 @@ def _describe(manifest: dict[str, Any]) -> str:
     return f"commit {commit}, machine {env.get('machine_fingerprint') or '?'}"
 
 
-def counts_line(comparison: Comparison) -> str:
+def counts_line(comparison: Comparison, everything: bool = True) -> str:
+    """How many checks got each verdict; `everything`: whether the table below lists them all."""
     quiet = sum(1 for c in comparison.checks if c.verdict == Verdict.UNCHANGED and c.metric not in STATISTICAL)
     line = f"{len(comparison.checks)} checks: {tally(comparison.checks)}"
-    if quiet:
+    if quiet and not everything:
         line += f" ({quiet} unchanged exact/memory checks not listed)"
     if comparison.new_rows:
         line += f"; {comparison.new_rows} candidate row(s) not in the baseline"
@@ -84,7 +85,7 @@ def terminal(comparison: Comparison, everything: bool = False, with_verdict: boo
     notes = grouped_notes(checks)
     if notes:
         out += ["", "notes:"] + [f"  {n}" for n in notes]
-    out += ["", counts_line(comparison)]
+    out += ["", counts_line(comparison, everything)]
     if with_verdict:
         out.append(verdict_line(comparison))
     return "\n".join(out)
