@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from harness.compare import fmt
-from harness.compare.policy import METRIC_KINDS, Policy
+from harness.compare.policy import METRIC_KINDS
 from harness.compare.runs import Check
 from harness.compare.verdict import Verdict
 
@@ -52,11 +52,6 @@ def tally(checks: Iterable[Check]) -> str:
     """'3 regressed, 12 unchanged': how many checks got each verdict, in the Verdict's order."""
     verdicts = [c.verdict for c in checks]
     return ", ".join(f"{verdicts.count(v)} {v}" for v in Verdict if v in verdicts) or "none"
-
-
-def policy_line(policy: Policy) -> str:
-    return (f"policy: {policy.source} (alpha={policy.alpha:g}, correction={policy.correction}, "
-            f"{policy.confidence:.0%} bootstrap CIs, timing regressions re-measured {policy.confirm}x)")
 
 
 def grouped_notes(checks: Iterable[Check]) -> list[str]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.compare.render import (COLUMNS, STATISTICAL, cells, grouped_notes, policy_line, sorted_checks,
-                                    tally)
+from harness.compare.render import COLUMNS, STATISTICAL, cells, grouped_notes, sorted_checks, tally
 from harness.compare.runs import Check, Comparison
 from harness.compare.verdict import Verdict
 
@@ -44,7 +43,9 @@ def header(comparison: Comparison) -> list[str]:
     else:
         lines.append("context: stored baseline, different machine: absolute times informational, "
                      "within-run ratios gated")
-    lines.append(policy_line(comparison.policy))
+    p = comparison.policy
+    lines.append(f"policy: {p.source} (alpha={p.alpha:g}, correction={p.correction}, "
+                 f"{p.confidence:.0%} bootstrap CIs, timing regressions re-measured {p.confirm}x)")
     lines += [f"re-measured: {path}" for path in comparison.confirmations]
     if comparison.confirm_note:
         lines.append(f"not re-measured: {comparison.confirm_note}")
