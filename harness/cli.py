@@ -1,37 +1,36 @@
-"""The `harness` command line.
+"""The `harness` command line: argument parsing and dispatch to the stage that does the work.
 
-Exit codes: 0 success; 1 a measured point failed (run) or a regression was found (gate);
-2 invalid input (bad suite, missing run directory, bad option); 130 interrupted.
+Exit codes (harness.errors): 0 success; 1 a measured point failed (run) or a regression was found
+(gate); 2 invalid input (bad suite, missing run directory, bad option); 130 interrupted.
+Handlers import their stage when they run, so `harness --help` does not wait for torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed without a traceback, exit code 2."""
+from harness.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError, UsageError
+from harness.gate import commands as gate_commands
+from harness.suite.checks import ProblemsError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.run import runner
+    from harness.run.environment import machine_warnings
+    from harness.suite.estimate import dry_run
     from harness.suite.loading import load_suite
-    from harness.suite.sweep import estimate_seconds, expand
 
     if args.resume:
         if args.suite or args.set:
             raise UsageError("--resume takes the suite from the run directory: give no SUITE or --set")
         _require_run_dir(args.resume)
         outcome = runner.resume(Path(args.resume), _run_options(args))
-        return _finish(outcome)
+        return _finish(outcome, report=not args.no_report)
     if not args.suite:
-        raise UsageError("harness run: give a SUITE file (or --resume RUN_DIR)")
+        raise UsageError("give a SUITE file (or --resume RUN_DIR)")
     suite = load_suite(args.suite, args.set)
     if args.profile == "pyspy":
         from harness.measure.profiling.pyspy import pyspy_available
@@ -40,45 +39,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not ok:
             raise UsageError(f"--profile pyspy: {why}")
     if args.dry_run:
-        tasks = expand(suite)
-        print(f"{suite.name}: {len(tasks)} (point, variant) measurements")
-        for t in tasks:
-            print(f"  {t.point_id:<44} {t.variant:<12} {t.device:<5} {t.mode:<8} "
-                  f"{t.model_config.get('backend', ''):<6} n={t.seq_len:<6} b={t.batch_size}")
-        print(f"estimated time: {estimate_seconds(tasks, suite.measure) / 60:.1f} min (rough: analytic FLOPs "
-              "at an assumed throughput, capped by each point's budget)")
+        print("\n".join(dry_run(suite)))
         return EXIT_OK
-    for warning in machine_warnings(suite.measure.threads, os.cpu_count() or 1,
-                                    os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0):
+    for warning in machine_warnings(suite.measure.threads):
         print(f"warning: {warning}", file=sys.stderr)
-    return _finish(runner.start(suite, _run_options(args)))
-
-
-def machine_warnings(threads: int | None, cores: int, load: float) -> list[str]:
-    """Said up front: what about this machine will make the timings noisy (never stops a run)."""
-    out = []
-    if load > 0.5 * cores:
-        out.append(f"load average {load:.1f} on {cores} cores: other work shares this machine, so timings "
-                   "will be noisy (the manifest records the load)")
-    if threads is not None and threads >= cores:
-        # bench_harness.py on the 2-core CI machine: CV of a point's median over 5 processes about
-        # 5-6% at 2 threads (torch.utils.benchmark's own: 6-8%), under 2% at 1 thread.
-        out.append(f"measure.threads={threads} uses all {cores} cores: anything else that runs stalls a "
-                   "step, so medians vary more from run to run; fewer threads than cores are steadier")
-    return out
+    return _finish(runner.start(suite, _run_options(args)), report=not args.no_report)
 
 
 def _run_options(args: argparse.Namespace):  # -> runner.RunOptions
     from harness.run.runner import RunOptions
 
     return RunOptions(output_dir=Path(args.output_dir) if args.output_dir else None, profile=args.profile,
-                      progress=not args.no_progress and sys.stderr.isatty() or args.progress,
-                      report=not args.no_report)
+                      progress=not args.no_progress and sys.stderr.isatty() or args.progress)
 
 
-def _finish(outcome) -> int:  # outcome: runner.RunOutcome
-    from harness.compare.within import load_run, summary_table
+def _finish(outcome, report: bool) -> int:  # outcome: runner.RunOutcome
+    from harness.api import write_report
+    from harness.compare.within import summary_table
+    from harness.results.load import load_run
 
+    if report:
+        outcome.report_error = write_report(outcome.run_dir)
     run = load_run(outcome.run_dir)
     if len(run.results):
         print(summary_table(run.results))
@@ -139,8 +120,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     elif len(args.runs) == 2:
         path = render_comparison(Path(args.runs[0]), Path(args.runs[1]), out)
     else:
-        raise UsageError("harness report: give RUN_DIR, or RUN_A RUN_B to compare two runs")
+        raise UsageError("give RUN_DIR, or RUN_A RUN_B to compare two runs")
     print(path)
+    return EXIT_OK
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from harness.results.lock import writer_lock
+    from harness.results.store import RunDir
+
+    run = RunDir.open(Path(args.run))
+    with writer_lock(run.path):  # a writer appending meanwhile would be cut off mid-row
+        moved = run.repair()
+    if not moved:
+        print(f"{run.path}: every line of {run.results_path.name} is a row; nothing to repair")
+        return EXIT_OK
+    print(f"{run.path}: moved {len(moved)} line(s) that were not rows to {run.damaged_path}:")
+    for damage in moved:
+        print(f"  {damage.describe(run.results_path)}")
     return EXIT_OK
 
 
@@ -180,25 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", help="output HTML file")
     report.set_defaults(func=_cmd_report)
 
-    for register in _extra_commands():
-        register(sub)
+    repair = sub.add_parser("repair", help="move damaged lines of RUN/results.jsonl aside, so the run can resume")
+    repair.add_argument("run", metavar="RUN")
+    repair.set_defaults(func=_cmd_repair)
+
+    gate_commands.register(sub)  # compare, gate, export
     return parser
 
 
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """compare, gate and export live with the gate (harness/gate)."""
-    try:
-        from harness.gate.commands import register
-    except ImportError as error:
-        if error.name not in ("harness.gate", "harness.gate.commands"):
-            raise
-        return []
-    return [register]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.suite.loading import SuiteError
-    from harness.run.workerenv import AllocatorError, allocator
+    from harness.run.workerenv import allocator
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -206,15 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("run", "gate"):
             allocator()  # a bad REUSE_BENCH_ALLOCATOR is an input error, before anything runs
         return args.func(args)
-    except SuiteError as error:
-        print(error, file=sys.stderr)
-        return EXIT_USAGE
-    except (UsageError, FileNotFoundError, AllocatorError) as error:
-        print(f"harness {args.command}: {error}", file=sys.stderr)
+    except (InputError, FileNotFoundError) as error:  # FileNotFoundError: a run directory that is not there
+        # A problem list names its file and line on every line; any other message needs the command.
+        print(error if isinstance(error, ProblemsError) else f"harness {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

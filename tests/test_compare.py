@@ -348,7 +348,7 @@ def test_policy_file_problems_without_a_line(tmp_path: Path) -> None:
         load_policy(tmp_path / "absent.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("metrics: {time_ms: [\n")
-    with pytest.raises(PolicyError, match=r"broken.yaml:\d+: expected valid YAML"):
+    with pytest.raises(PolicyError, match=r"broken.yaml:\d+:\d+: expected valid YAML"):
         load_policy(broken)
     empty = tmp_path / "empty.yaml"
     empty.write_text("")

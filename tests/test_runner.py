@@ -200,7 +200,7 @@ def test_workers_start_with_the_fixed_malloc_thresholds(tmp_path: Path) -> None:
 
 
 def test_the_run_warns_when_the_machine_will_make_timings_noisy() -> None:
-    from harness.cli import machine_warnings
+    from harness.run.environment import machine_warnings
 
     assert machine_warnings(threads=1, cores=2, load=0.3) == []
     assert machine_warnings(threads=None, cores=2, load=0.3) == []

@@ -1,48 +1,22 @@
-"""`harness compare`, `harness gate` and `harness export`, registered into harness.cli.
+"""`harness compare`, `harness gate` and `harness export`: the gate's subcommands of `harness`.
 
     harness compare BASE_RUN CAND_RUN [--markdown FILE] [--policy FILE] [--all]
     harness gate CAND_RUN --baseline BASELINE_RUN [--policy FILE] [--summary FILE] [--all]
     harness gate --against REV [--suite ci/gate.yaml] [--rounds N] [--output-dir DIR] [--policy FILE] ...
     harness export RUN --format pytest-benchmark|csv|parquet [-o FILE]
 
-Handlers return exit codes: 0 pass, 1 regression (gate only), 2 invalid input.
+Handlers return exit codes: 0 pass, 1 regression (gate only); bad input raises an InputError,
+which `harness` reports with exit code 2. Heavy imports wait inside the handlers, so registering
+these commands costs every other `harness` command nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
-from typing import Callable
 
-from harness.cli import EXIT_USAGE, UsageError
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _guard(handler: Handler) -> Handler:
-    """Bad input ends in one message and exit 2, never a traceback.
-
-    harness.cli.main prints UsageError itself, but under `python -m harness.cli` that module runs
-    as __main__ and its UsageError is a different class from the harness.cli.UsageError raised
-    here, so the handlers translate their own errors.
-    """
-    from harness.gate.errors import ABError, GateInputError
-    from harness.compare.policy import PolicyError
-    from harness.suite.loading import SuiteError
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (PolicyError, SuiteError) as error:
-            print(error, file=sys.stderr)
-        except (UsageError, GateInputError, ABError, FileNotFoundError) as error:
-            print(f"harness {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-
-    return run
+from harness.errors import EXIT_OK, UsageError
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -50,7 +24,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     comparison = compare_dirs(args.base, args.cand, args.policy)
     publish(comparison, gate=False, everything=args.all, markdown_file=args.markdown)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
@@ -115,7 +89,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if written is not None:
         print(written)
-    return 0
+    return EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -125,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--policy", metavar="FILE", help="gate policy YAML (default: the built-in policy)")
     compare.add_argument("--markdown", metavar="FILE", help="also write the comparison as Markdown")
     compare.add_argument("--all", action="store_true", help="list unchanged exact and memory checks too")
-    compare.set_defaults(func=_guard(_cmd_compare))
+    compare.set_defaults(func=_cmd_compare)
 
     gate = subparsers.add_parser("gate", help="fail (exit 1) on a significant regression past its threshold")
     gate.add_argument("cand", nargs="?", metavar="CAND_RUN", help="candidate run directory")
@@ -140,11 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gate.add_argument("--all", action="store_true", help="list unchanged exact and memory checks too")
     gate.add_argument("--progress", action="store_true", help="--against: progress lines even without a terminal")
     gate.add_argument("--no-progress", action="store_true", help="--against: no progress lines")
-    gate.set_defaults(func=_guard(_cmd_gate))
+    gate.set_defaults(func=_cmd_gate)
 
     export = subparsers.add_parser("export", help="write a run as pytest-benchmark JSON, CSV or parquet")
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", required=True, choices=["pytest-benchmark", "csv", "parquet"])
     export.add_argument("-o", "--output", metavar="FILE",
                         help="output file ('-' for stdout; default: RUN/export-FORMAT.EXT)")
-    export.set_defaults(func=_guard(_cmd_export))
+    export.set_defaults(func=_cmd_export)

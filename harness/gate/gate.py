@@ -2,7 +2,7 @@
 
     harness gate CAND_RUN --baseline BASELINE_RUN [--policy FILE] [--summary FILE]
 
-Exit codes: 0 pass, 1 a gated check failed, 2 invalid input (harness.cli's convention).
+Exit codes: 0 pass, 1 a gated check failed, 2 invalid input (harness.errors).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from pathlib import Path
 
 from harness.results.load import Run, load_run
 from harness.compare.runs import Comparison, Context, NothingToCompare, compare_runs
-from harness.gate.errors import GateInputError
+from harness.errors import EXIT_FAILED, EXIT_OK, InputError
 from harness.gate.markdown import render_markdown
 from harness.compare.policy import load_policy
 from harness.gate.table import terminal
 
-EXIT_PASS, EXIT_REGRESSION, EXIT_INVALID = 0, 1, 2
+
+class GateInputError(InputError):
+    """A run directory the gate cannot use: missing, damaged, or sharing no point with the other."""
 
 
 def open_run(path: str | Path, role: str) -> Run:
@@ -57,7 +59,7 @@ def confirm_stored(comparison: Comparison) -> Comparison:
 
 
 def exit_code(comparison: Comparison) -> int:
-    return EXIT_PASS if comparison.passed else EXIT_REGRESSION
+    return EXIT_OK if comparison.passed else EXIT_FAILED
 
 
 def publish(comparison: Comparison, *, gate: bool, everything: bool = False,
