@@ -220,7 +220,8 @@ def test_missing_required_keys(tmp_path: Path) -> None:
     assert any(":1: name: expected a string (required); found nothing" in r for r in rendered)
     assert any(":2: variants.baseline.model: expected a model name (required); found nothing" in r for r in rendered)
     no_seq_len = errors(write(tmp_path, MINIMAL.replace("  seq_len: [128]\n", "  batch_size: [2]\n")))
-    assert ":5: sweep.seq_len: expected a list of sequence lengths (required unless metrics is only accuracy)" in str(no_seq_len)
+    assert (":5: sweep.seq_len: expected a list of sequence lengths (required unless metrics "
+            "is only accuracy, or accuracy and redundancy)") in str(no_seq_len)
 
 
 def test_accuracy_metric_requires_an_accuracy_section(tmp_path: Path) -> None:

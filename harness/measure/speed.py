@@ -24,7 +24,7 @@ from models.registry import build_model, model_config
 from models.transformer import loss_fn, make_inputs, torch_dtype
 
 
-def _input_config(task: PointTask) -> TransformerConfig:
+def input_config(task: PointTask) -> TransformerConfig:
     """The config that shapes inputs; third-party models get inputs from the suite's model keys."""
     cfg = model_config(task.model, task.model_config)
     if cfg is not None:
@@ -131,7 +131,7 @@ def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None
     if m.threads is not None:
         torch.set_num_threads(m.threads)
     torch.manual_seed(task.seed)
-    cfg = _input_config(task)
+    cfg = input_config(task)
     # Built-in models are built in cfg.dtype already; a third-party one is cast to what its row says.
     model = build_model(task.model, task.model_config).to(device=task.device, dtype=torch_dtype(cfg))
     x, y = make_inputs(cfg, task.batch_size, task.seq_len, seed=task.seed, device=task.device)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.measure.redundancy import held_out_probe, record
 from harness.tasks import IGNORE_INDEX, Task, get_task
 from harness.suite.task import AccuracyConfig
 from models import registry
@@ -172,13 +173,15 @@ def _now(device: str) -> float:
 # Entry point
 # ---------------------------------------------------------------------------------------------
 def train_and_evaluate(model_name: str, model_config: Mapping[str, Any], acc: AccuracyConfig,
-                       device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+                       device: str = "cpu", threads: int | None = None, redundancy: bool = False) -> dict[str, Any]:
     """Train `model_name` on `acc.task` once per seed in `acc.seeds`; a flat, JSON-able result.
 
     Keys of `model_config` override the task's default model size, and the task's data fixes
     input kind, vocabulary, length and head (see `resolve_model_config`). The harness passes a fully
     resolved config, so a suite spells out the model size (suites/accuracy.yaml does). Raises on
     invalid configs; returns status "failed" (with the reason in `error`) when training diverges.
+    With `redundancy`, each seed's model is measured on held-out inputs at its random
+    initialisation (the control) and after training (harness/measure/redundancy.py).
     """
     _validate(acc)
     task = get_task(acc.task, **acc.task_options)
@@ -192,16 +195,22 @@ def train_and_evaluate(model_name: str, model_config: Mapping[str, Any], acc: Ac
         x_probe, _ = task.eval_set()   # builds the data once, outside any timed region
         seq_len = int(x_probe.shape[1])
         flops_per_step = _train_flops_per_step(model_name, config, task.batch_size, seq_len, device)
+        probe = held_out_probe(task, model_name, bool(config.get("causal")), device) if redundancy else None
+        states: dict[str, list[dict[str, Any]]] = {"init": [], "trained": []}
         for seed in acc.seeds:
             torch.manual_seed(seed)    # identical initial weights for baseline and reuse K = 0
             model = registry.build_model(model_name, config).to(device)
             params = sum(p.numel() for p in model.parameters())
+            if probe is not None:      # first: a model that hides its attention fails before training
+                states["init"].append(probe.measure(model, seed))
             torch.manual_seed(seed)    # dropout masks, if any, start from the same state for every variant
             try:
                 runs.append(train_one_seed(model, task, acc, seed, device))
             except Diverged as exc:
                 error = str(exc)
                 break
+            if probe is not None:
+                states["trained"].append(probe.measure(model, seed))
         used_threads = torch.get_num_threads()
 
     done = [r for r in runs if r.accuracy is not None]
@@ -240,6 +249,7 @@ def train_and_evaluate(model_name: str, model_config: Mapping[str, Any], acc: Ac
         "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else None,
         "threads": used_threads,
         "device": device,
+        "redundancy": record(states, probe) if probe is not None else None,
     }
 
 

@@ -61,7 +61,14 @@ def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | 
         return {**row, **measure_accuracy(task)}
     from harness.measure.speed import measure_speed
 
-    return {**row, **measure_speed(task, device, artifacts=artifacts, profile=profile, between_steps=between_steps)}
+    result: dict[str, Any] = {"status": "ok"}
+    if set(task.metrics) - {"redundancy"}:
+        result = measure_speed(task, device, artifacts=artifacts, profile=profile, between_steps=between_steps)
+    if "redundancy" in task.metrics:  # (in an accuracy suite it is measured on the trained models, above)
+        from harness.measure.redundancy import measure_point
+
+        result["redundancy"] = measure_point(task)
+    return {**row, **result}
 
 
 def run_tasks(tasks: list[PointTask], out: Path, artifacts: Path | None, profile: str | None) -> None:

@@ -164,11 +164,12 @@ def read_sweep(check: Checker, raw: Any, metrics: tuple[str, ...]) -> SweepSecti
         if axis not in result.written:
             result.axes[axis] = values
     if "seq_len" not in result.written:
-        if set(metrics) == {"accuracy"}:
+        # Beside accuracy, redundancy is measured on the trained models, on the task's own inputs.
+        if "accuracy" in metrics and set(metrics) <= {"accuracy", "redundancy"}:
             result.axes["seq_len"] = (ACCURACY_ONLY_SEQ_LEN,)
         elif metrics:
             check.report(("sweep", "seq_len"), "a list of sequence lengths (required unless metrics "
-                                               "is only accuracy)", "nothing")
+                                               "is only accuracy, or accuracy and redundancy)", "nothing")
     if "exclude" in section:
         every_axis = {**result.axes, **{a: v for group in result.zip_groups for a, v in group.items()}}
         named = [*result.written, *(axis for axis in AXIS_DEFAULTS if axis not in result.written)]

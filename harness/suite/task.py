@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from harness.tasks import task_class
 
 Mode = Literal["forward", "train"]
-Metric = Literal["time", "memory", "flops", "accuracy"]
+Metric = Literal["time", "memory", "flops", "accuracy", "redundancy"]
 
 METRICS: tuple[str, ...] = get_args(Metric)
 

@@ -134,6 +134,10 @@ class Task(abc.ABC):
                 idx = order[start:start + b]
                 yield x[idx], y[idx]
 
+    def real_positions(self, x: Tensor) -> Tensor:
+        """(B, T) bool: positions that hold input rather than padding (every one, unless a task pads)."""
+        return torch.ones(x.shape[:2], dtype=torch.bool)
+
     def accuracy(self, logits: Tensor, y: Tensor) -> tuple[int, int]:
         """(correct, counted) over targets that are not IGNORE_INDEX; works for both heads."""
         scored = y != IGNORE_INDEX

@@ -138,6 +138,9 @@ class ListOps(Task):
         return {"input_kind": "tokens", "vocab_size": len(VOCAB), "task_head": "classify", "n_classes": 10,
                 "max_len": self.options.max_len, "causal": False}
 
+    def real_positions(self, x: torch.Tensor) -> torch.Tensor:
+        return x != TOKEN_ID[PAD]
+
     def build_data(self) -> Split:
         # Separate streams for train and eval; eval expressions that also occur in training are
         # redrawn, so the held-out score is never a memorized answer.
