@@ -115,10 +115,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for run in args.runs:
         _require_run_dir(run)
     out = Path(args.output) if args.output else None
+    if args.policy and len(args.runs) != 2:
+        raise UsageError("--policy goes with RUN_A RUN_B (a comparison)")
     if len(args.runs) == 1:
         path = render_report(Path(args.runs[0]), out)
     elif len(args.runs) == 2:
-        path = render_comparison(Path(args.runs[0]), Path(args.runs[1]), out)
+        path = render_comparison(Path(args.runs[0]), Path(args.runs[1]), out, args.policy)
     else:
         raise UsageError("give RUN_DIR, or RUN_A RUN_B to compare two runs")
     print(path)
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render RUN_DIR/report.html, or compare two runs")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("-o", "--output", help="output HTML file")
+    report.add_argument("--policy", metavar="FILE",
+                        help="RUN_A RUN_B: judge by this gate policy, as `harness compare --policy` (default: built in)")
     report.set_defaults(func=_cmd_report)
 
     repair = sub.add_parser("repair", help="move damaged lines of RUN/results.jsonl aside, so the run can resume")
@@ -185,16 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """Warnings meant for the user (a damaged results.jsonl) as `warning: ...`, not Python's two lines."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.run.workerenv import allocator
 
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command in ("run", "gate"):
             allocator()  # a bad REUSE_BENCH_ALLOCATOR is an input error, before anything runs
         return args.func(args)
-    except (InputError, FileNotFoundError) as error:  # FileNotFoundError: a run directory that is not there
+    except InputError as error:
         # A problem list names its file and line on every line; any other message needs the command.
         print(error if isinstance(error, ProblemsError) else f"harness {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE

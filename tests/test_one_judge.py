@@ -137,3 +137,21 @@ def test_report_and_compare_give_every_check_the_same_verdict(runs: tuple[Path, 
     assert on_page[("time_ms", "forward eager n64 b2", "baseline")] == "unchanged"
     assert on_page[("time_ms", "forward eager n128 b2", "reuse")] == "too noisy"
     assert on_page[("speedup", "forward eager n64 b2", "reuse / baseline[eager]")] == "regressed"
+
+
+def test_a_policy_file_moves_the_report_and_compare_alike(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    # A threshold no change here reaches: every timing regression of the default policy goes.
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text("rules:\n  - match: {context: interleaved}\n"
+                      "    time_ms: {threshold: 50.0}\n    speedup: {threshold: 0.99}\n")
+    a, b = runs
+    compared = harness_cmd("compare", str(a), str(b), "--all", "--policy", str(policy))
+    page = tmp_path / "compare.html"
+    reported = harness_cmd("report", str(a), str(b), "-o", str(page), "--policy", str(policy))
+    assert compared.returncode == reported.returncode == 0, compared.stderr + reported.stderr
+    on_page = _verdicts(_Table(page.read_text(encoding="utf-8")).rows)
+    assert on_page == _verdicts(_terminal_rows(compared.stdout))
+    assert on_page[("time_ms", "forward eager n64 b2", "reuse")] == "unchanged"
+    # --policy judges a comparison; a single-run report has nothing to judge with it
+    single = harness_cmd("report", str(a), "--policy", str(policy))
+    assert single.returncode == 2 and "--policy goes with RUN_A RUN_B" in single.stderr

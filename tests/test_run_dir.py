@@ -112,6 +112,11 @@ def test_a_damaged_middle_line_is_skipped_named_and_shown_in_the_report(tmp_path
         page = render_report(run).read_text()
     assert "1 line(s) of the results file are not result rows and were skipped" in page
     assert "results.jsonl:3: not a JSON line" in page and "harness repair" in page
+    # On the command line the warning is one line a user reads, not Python's warning format.
+    shown = harness_cmd("report", str(run))
+    assert shown.returncode == 0, shown.stderr
+    [warning] = [line for line in shown.stderr.splitlines() if "results.jsonl:3" in line]
+    assert warning.startswith("warning: 1 line(s) skipped") and "DamagedRunWarning" not in shown.stderr
 
 
 def test_repair_moves_damaged_lines_aside_keeping_them(tmp_path: Path) -> None:

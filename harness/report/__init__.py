@@ -100,12 +100,16 @@ def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return out_path
 
 
-def render_comparison(run_a: str | Path, run_b: str | Path, out: str | Path | None = None) -> Path:
-    """Write the B-vs-A comparison page; by default next to run B as compare-<A>.html."""
+def render_comparison(run_a: str | Path, run_b: str | Path, out: str | Path | None = None,
+                       policy_file: str | Path | None = None) -> Path:
+    """Write the B-vs-A comparison page; by default next to run B as compare-<A>.html.
+
+    `policy_file`: the thresholds to judge by, as `harness compare --policy` (default: built in).
+    """
     from harness.report.compare import comparison_context
 
     run_a, run_b = Path(run_a), Path(run_b)
     out_path = Path(out) if out is not None else run_b / f"compare-{run_a.name}.html"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_page("compare.html.j2", comparison_context(run_a, run_b)), encoding="utf-8")
+    out_path.write_text(render_page("compare.html.j2", comparison_context(run_a, run_b, policy_file)), encoding="utf-8")
     return out_path

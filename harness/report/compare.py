@@ -174,9 +174,9 @@ def _plot(times: list[Check], b: pd.DataFrame) -> Plot:
     return Plot("b-over-a", title, caption, svg=svg, note=None if svg else "No matched timings to draw.")
 
 
-def comparison_context(path_a: Path, path_b: Path) -> dict[str, Any]:
+def comparison_context(path_a: Path, path_b: Path, policy_file: str | Path | None = None) -> dict[str, Any]:
     run_a, run_b = load_run(path_a), load_run(path_b)
-    policy = load_policy(None)  # what `harness compare A B` uses without --policy
+    policy = load_policy(policy_file)  # the same policy `harness compare A B --policy FILE` would use
     try:
         comparison, nothing = compare_runs(run_a, run_b, policy), None
     except NothingToCompare as error:  # still a page: both headers, and why there is nothing to judge

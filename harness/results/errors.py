@@ -12,6 +12,10 @@ class RunDirError(InputError):
     """A run directory that cannot be written as asked: invalid input, not a failed measurement."""
 
 
+class NotARunDir(RunDirError, FileNotFoundError):
+    """A path without manifest.json. Still a FileNotFoundError, as it was, for callers that catch that."""
+
+
 class RunLocked(RunDirError):
     """Another process is writing the run directory (it holds the writer lock)."""
 

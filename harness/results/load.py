@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from harness.results.errors import NotARunDir
 from harness.results.jsonl import read_lines
 from harness.results.schema import RESULT_FIELDS, not_a_row
 from harness.results.store import FORMAT_VERSION, MANIFEST, RESULTS
@@ -77,7 +78,7 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     manifest_file = path / MANIFEST
     if not manifest_file.exists():
-        raise FileNotFoundError(f"{path} is not a run directory: no {MANIFEST}")
+        raise NotARunDir(f"{path} is not a run directory: no {MANIFEST}")
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.results.errors import RunDamaged
+from harness.results.errors import NotARunDir, RunDamaged
 from harness.results.jsonl import Damage, Lines, append_row, move_aside, read_lines
 from harness.results.schema import not_a_row
 from harness.suite.loading import Suite, slug
@@ -77,7 +77,7 @@ class RunDir:
     def open(cls, path: Path) -> "RunDir":
         run = cls(Path(path))
         if not run.manifest_path.is_file():
-            raise FileNotFoundError(f"{path}: not a run directory (no {MANIFEST})")
+            raise NotARunDir(f"{path}: not a run directory (no {MANIFEST})")
         return run
 
     # ---- manifest ----------------------------------------------------------------------------
