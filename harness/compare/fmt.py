@@ -34,24 +34,23 @@ def ms(value: Any) -> str:
     return f"{v * 1e3:.3g} µs"
 
 
-def bytes_(value: Any) -> str:
+def _scaled(value: Any, units: tuple[tuple[str, float], ...], base: str) -> str:
+    """3 significant digits in the largest unit the value reaches (units: largest first)."""
     v = num(value)
     if math.isnan(v):
         return DASH
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, scale in units:
         if abs(v) >= scale:
             return f"{v / scale:.3g} {unit}"
-    return f"{v:.0f} B"
+    return f"{v:.0f} {base}"
+
+
+def bytes_(value: Any) -> str:
+    return _scaled(value, (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)), "B")
 
 
 def flops(value: Any) -> str:
-    v = num(value)
-    if math.isnan(v):
-        return DASH
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v:.0f} FLOP"
+    return _scaled(value, (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)), "FLOP")
 
 
 def count(value: Any) -> str:

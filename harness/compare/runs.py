@@ -4,9 +4,10 @@ Rows are matched by (point_id, variant): point_ids hash what was measured, so th
 across runs and machines. Every comparison becomes a `Check` with the change, its CI, an
 adjusted p-value where statistics apply, and a verdict under the policy.
 
-Machine independence (DESIGN.md §4): within-run ratios (reuse speedup over each baseline, and
-efficiency against the FLOP-ideal speedup) are gated on any machine; absolute times only when the
-two runs' machine fingerprints match, and as information otherwise.
+Machine independence: within-run ratios (reuse speedup over each baseline, and efficiency against
+the FLOP-ideal speedup) travel across machines, absolute times do not. So ratios are gated on any
+machine; absolute times only when the two runs' machine fingerprints match, and as information
+otherwise.
 """
 
 from __future__ import annotations

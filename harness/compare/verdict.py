@@ -1,7 +1,7 @@
 """The gate's statistical rule: a change is a regression only if significant AND past its threshold.
 
-Pure functions over numpy arrays (DESIGN.md §4: "A regression is a change that is both
-statistically significant and larger than its threshold"). Every quantity is a ratio
+Pure functions over numpy arrays. Significance alone would fail on a harmless 1% shift measured
+precisely, a threshold alone on noise; a regression needs both. Every quantity is a ratio
 candidate ÷ baseline of a metric, so one rule serves absolute times and within-run speedups:
 
 - Absolute times: the estimate is the ratio of median times, its CI a percentile bootstrap of that

@@ -6,7 +6,9 @@ compares variants through `comparisons`, so the rules live in one place:
 
 - A candidate (any ok row whose model is not "baseline") is compared with EVERY ok baseline row at
   its point, one output row per baseline, which means one per baseline backend: reuse must be
-  shown against the fused (SDPA) baseline as well as the eager one (DESIGN.md §2).
+  shown against the fused (SDPA) baseline as well as the eager one: fused attention never
+  materializes the probabilities reuse hands on, so a speedup over the eager baseline alone
+  overstates reuse.
 - Speedups are baseline time ÷ candidate time (> 1: the candidate is faster), with a bootstrap CI
   computed from the raw samples, never from the summary columns alone.
 - A missing metric gives NaN in its column, never an exception: a run killed halfway or a suite

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from harness.compare.fmt import DASH
+from harness.compare.rows import num
 from harness.results.schema import RESULT_FIELDS
 
 NUMERIC: tuple[str, ...] = (
@@ -38,17 +40,6 @@ AXIS_LABELS: dict[str, str] = {
     "reuse_heads": "reused heads K",
 }
 AXIS_SHORT: dict[str, str] = {"seq_len": "n", "batch_size": "B", "reuse_ratio": "ratio", "reuse_heads": "K"}
-
-
-def num(value: Any) -> float:
-    """A finite float or NaN, whatever came in (None, '', 'n/a', a bool, a list)."""
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
 
 
 def finite(value: Any) -> bool:
@@ -157,7 +148,7 @@ def _varies_within_variant(df: pd.DataFrame, col: str) -> bool:
 def fmt_axis_value(col: str, value: Any) -> str:
     v = num(value)
     if math.isnan(v):
-        return "–"
+        return DASH
     if col == "reuse_ratio":
         return f"{v:g}"
     return f"{int(v)}" if v == int(v) else f"{v:g}"
