@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.measure.devices import CudaDevice  # noqa: E402
-from models.registry import build_model, model_config  # noqa: E402
+from models.registry import build_model  # noqa: E402
 
 Status = Literal["pass", "fail", "skip"]
 MAIN_SUITE = ROOT / "suites" / "seq_len.yaml"
@@ -143,13 +143,12 @@ def main_tasks(overrides: tuple[str, ...] = MAIN_OVERRIDES) -> list[Any]:
 
 def workload(device: str, mode: str, seq_len: int, backend: str = "sdpa") -> Callable[[], object]:
     """The main job's step for its baseline at (mode, n, backend), built as speed.py builds it, on `device`."""
-    from harness.measure.speed import make_step
+    from harness.measure.speed import input_config, make_step
     from models.transformer import make_inputs, torch_dtype
 
     task = next(t for t in main_tasks() if (t.mode, t.seq_len, t.variant, t.model_config["backend"]) ==
                 (mode, seq_len, "baseline", backend))
-    cfg = model_config(task.model, task.model_config)
-    assert cfg is not None
+    cfg = input_config(task)
     torch.manual_seed(0)
     model = build_model(task.model, task.model_config).to(device=device, dtype=torch_dtype(cfg))
     x, y = make_inputs(cfg, task.batch_size, seq_len, device=device)
@@ -277,7 +276,8 @@ def check_main_job(deadline: float) -> list[Check]:
     checks = []
     for mode, seq_len in dict.fromkeys((t.mode, t.seq_len) for t in tasks):
         group = [r for r in rows if (r["mode"], r["seq_len"]) == (mode, seq_len)]
-        checks.append(main_job_check(mode, seq_len, group) if group else
+        expected = sum((t.mode, t.seq_len) == (mode, seq_len) for t in tasks)
+        checks.append(main_job_check(mode, seq_len, group) if len(group) == expected else
                       skipped("main job", f"{mode} n={seq_len}", "over the time budget"))
     return checks
 
