@@ -93,3 +93,30 @@ def test_an_unsupported_dtype_is_a_skipped_row_with_the_reason(monkeypatch: pyte
     assert row["status"] == "skipped"
     assert row["error"].startswith("float16 unsupported on this CPU (Test CPU)")
     assert row["time_ms_median"] is None
+
+
+# ---- on a real GPU (skipped here, with the reason) --------------------------------------------------
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (this build or machine has none)")
+needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (cuda:1 with cuda:0 current)")
+
+
+@needs_gpu
+def test_real_cuda_step_memory_sees_a_known_allocation() -> None:
+    size = 64 * 2**20
+    memory = CudaDevice("cuda:0").step_memory(lambda: torch.empty(size, dtype=torch.uint8, device="cuda:0"))
+    assert memory.peak_bytes == pytest.approx(size, rel=0.01)
+
+
+@needs_two
+def test_real_cuda_timing_on_cuda1_covers_its_work() -> None:
+    import time
+
+    def step() -> None:
+        with torch.cuda.device(1):
+            torch.cuda._sleep(100_000_000)  # tens of ms of GPU time on cuda:1's stream, no CPU time
+
+    torch.cuda.set_device(0)
+    started = time.perf_counter()
+    elapsed = CudaDevice("cuda:1").time_step_ms(step)
+    wall_ms = (time.perf_counter() - started) * 1e3  # time_step_ms waited for the end event
+    assert elapsed > 0.5 * wall_ms, "events on an idle cuda:0 would time the launch alone"
