@@ -3,10 +3,13 @@ probabilities come from (hooks, the protocol, a clear error), streaming, and the
 
 from __future__ import annotations
 
+import json
+import re
 import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 import pytest
 import torch
 from torch import Tensor, nn
@@ -97,6 +100,7 @@ def test_summary_by_distance_and_picks() -> None:
     summary = summarize([stored, stored])
     assert summary["adjacent"] == pytest.approx(0.75) and summary["non_adjacent"] == pytest.approx(0.25)
     # K = 1: mean of each reusing layer's best pick (0.8 and 0.9); K = 2: of their first two.
+    assert summary["picked_by_layer"]["previous"] == {"1": [0.8, pytest.approx(0.7)], "2": [0.9, pytest.approx(0.8)]}
     assert summary["picked"]["previous"] == [pytest.approx(0.85), pytest.approx((0.7 + 0.8) / 2)]
 
 
@@ -247,3 +251,75 @@ def test_suites_accept_the_metric_beside_accuracy_without_a_length(tmp_path: Pat
                     "metrics: [accuracy, redundancy]\naccuracy: {seeds: [0]}\n")
     [task] = expand(load_suite(path))
     assert task.metrics == ("accuracy", "redundancy") and task.seq_len == 0
+
+
+# ---- the report -------------------------------------------------------------------------------
+def summary_of(adjacent: float, far: float) -> dict[str, Any]:
+    """A 3-layer, 2-head model whose best matches are `adjacent` between neighbours, `far` across two."""
+    def pair(best: float) -> list[list[float]]:
+        return [[best, 0.1], [0.1, best - 0.2]]
+
+    stored = Redundancy(3, {(0, 1): pair(adjacent), (1, 2): pair(adjacent), (0, 2): pair(far)}).to_json()
+    return summarize([stored])
+
+
+def report_rows(trained: dict[str, Any]) -> list[dict[str, Any]]:
+    def row(variant: str, ratio: float | None, accuracy: float, **extra: Any) -> dict[str, Any]:
+        return {"point_id": f"digits-{variant}-{ratio}", "variant": variant, "status": "ok", "task": "digits",
+                "model": "baseline" if ratio is None else "reuse", "reuse_ratio": ratio, "reuse_source": "previous",
+                "device": "cpu", "mode": "forward", "backend": "sdpa", "seq_len": 0, "batch_size": 1,
+                "accuracy_mean": accuracy, "model_config": {"n_heads": 2},
+                "axes": {"task": "digits", **({"reuse_ratio": ratio} if ratio else {})}, **extra}
+
+    init = summary_of(0.8, 0.8)
+    redundancy = {"inputs": {"source": "first 8 held-out inputs of digits"},
+                  "states": {}, "summary": {"trained": trained, "init": init}}
+    return [row("baseline", None, 0.90, redundancy=redundancy), row("reuse", 1.0, 0.85),
+            row("reuse", 0.5, 0.89, redundancy={"summary": {"trained": init}})]
+
+
+@pytest.mark.parametrize("adjacent, far, verdict, moved", [(0.9, 0.5, "are", "lowered"), (0.5, 0.9, "are not", "lowered"),
+                                                           (0.95, 0.9, "are", "raised")])
+def test_report_states_what_it_finds_about_adjacent_layers(adjacent: float, far: float, verdict: str,
+                                                           moved: str) -> None:
+    from harness.report.frame import normalize
+    from harness.report.redundancy import section
+
+    ok = normalize(pd.DataFrame(report_rows(summary_of(adjacent, far))))
+    found = section(ok)
+    assert found is not None
+    first = found["findings"][0]
+    # Each layer's two heads match at `best` and `best` - 0.2: a layer-matrix entry of `best` - 0.1.
+    assert first == (f"digits: adjacent layers {verdict} the most similar after training (mean similarity "
+                     f"{adjacent - 0.1:.2f} at distance 1; {far - 0.1:.2f} at distance 2). At initialisation: 0.70 "
+                     f"at distance 1; 0.70 at distance 2; training {moved} "
+                     f"the mean similarity between layers from 0.70 to {(4 * adjacent + 2 * far) / 6 - 0.1:.2f}.")
+    # K = 2 at ratio 1: the mean of both ranked matches (adjacent and adjacent - 0.2), beside the accuracy lost.
+    assert [(r["ratio"], r["k"], r["trained"], r["delta"]) for r in found["table"]] == [
+        ("0.5", 1, f"{adjacent:.2f}", "−1.0 pt"), ("1", 2, f"{adjacent - 0.1:.2f}", "−5.0 pt")]
+    assert "reuse changes accuracy by −5.0 pt" in found["findings"][1]
+    # Only the model that reuses nothing is analysed: the reusing row's own matrix is not a subject.
+    assert [p.svg is not None for p in found["plots"]] == [True, True]
+
+
+def test_a_run_without_redundancy_has_no_section(tmp_path: Path) -> None:
+    from harness.report.frame import normalize
+    from harness.report.redundancy import section
+
+    rows = report_rows(summary_of(0.9, 0.5))
+    assert section(normalize(pd.DataFrame([{k: v for k, v in r.items() if k != "redundancy"} for r in rows]))) is None
+
+
+def test_the_report_page_shows_the_section(tmp_path: Path) -> None:
+    from harness.report import render_report
+    from harness.results.store import FORMAT_VERSION
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "run_id": "r"}))
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in report_rows(summary_of(0.9, 0.5))))
+    page = render_report(run).read_text(encoding="utf-8")
+    assert '<a href="#redundancy">' in page and 'id="redundancy-vs-accuracy"' in page
+    for plot in ("redundancy-layers", "redundancy-distance"):
+        assert re.search(rf'<figure id="plot-{plot}">\s*<h3>[^<]*</h3>\s*<svg ', page), plot
+    assert "adjacent layers are the most similar after training" in page

@@ -113,8 +113,9 @@ def by_distance(layers: Matrix) -> dict[int, float]:
 
 def summarize(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Across seeds (each a `Redundancy.to_json()`): the mean layer matrix, similarity by layer
-    distance, adjacent (distance 1) and non-adjacent (distance >= 2) means, and for each donor and
-    each K the mean similarity of the first K ranked matches over every layer that could reuse.
+    distance, adjacent (distance 1) and non-adjacent (distance >= 2) means, and for each donor the
+    mean similarity of the first K ranked matches for each K, per layer that could reuse
+    (`picked_by_layer`) and over all of them (`picked`; list index K - 1).
 
     Head indices are not comparable across seeds (heads are unordered), so only quantities that
     do not depend on which head is which are averaged.
@@ -123,13 +124,20 @@ def summarize(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
     n = len(mats[0])
     layers = [[statistics.fmean(m[l][s] for m in mats) for s in range(n)] for l in range(n)]
     far = [layers[l][s] for l in range(n) for s in range(n) if abs(l - s) >= 2]
-    picked: dict[str, list[float]] = {}
+    by_layer: dict[str, dict[str, list[float]]] = {}
     for source in DONORS:
-        runs = [ranked for m in measured for ranked in m["matches"][source].values()]
-        k_max = min((len(ranked) for ranked in runs), default=0)
-        picked[source] = [statistics.fmean(statistics.fmean(s for _, _, s in ranked[:k]) for ranked in runs)
-                          for k in range(1, k_max + 1)]
+        by_layer[source] = {layer: _first_k_means([m["matches"][source][layer] for m in measured])
+                            for layer in measured[0]["matches"][source]}
+    picked = {source: [statistics.fmean(ks) for ks in zip(*per_layer.values())]
+              for source, per_layer in by_layer.items()}
     distance = by_distance(layers)
     return {"layers": layers, "by_distance": {str(d): v for d, v in distance.items()},
             "adjacent": distance.get(1), "non_adjacent": statistics.fmean(far) if far else None,
-            "picked": picked}
+            "picked": picked, "picked_by_layer": by_layer}
+
+
+def _first_k_means(seeds: Sequence[Sequence[Sequence[float]]]) -> list[float]:
+    """For K = 1, 2, ...: the mean over seeds of the mean similarity of the first K ranked matches."""
+    k_max = min(len(ranked) for ranked in seeds)
+    return [statistics.fmean(statistics.fmean(s for _, _, s in ranked[:k]) for ranked in seeds)
+            for k in range(1, k_max + 1)]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.compare.within import comparisons
 from harness.results.load import load_run
-from harness.report import context, plotkit, plots, plots_extra, profiling, table, takeaways
+from harness.report import context, plotkit, plots, plots_extra, profiling, redundancy, table, takeaways
 from harness.report.frame import AxisPlan, axis_plan, normalize, ordered_variants
 from harness.report.page import render_page
 
@@ -82,6 +82,7 @@ def build_context(run_dir: str | Path, out_dir: Path) -> dict[str, Any]:
         "findings": takeaways.all_findings(df, comps, plan, refs),
         "plots": _plots(ok, comps, plan, refs, variants,
                         ", ".join(map(str, (run.manifest.get("suite") or {}).get("metrics") or [])) or "not recorded"),
+        "redundancy": redundancy.section(ok),
         "profiling": profiling.profiling(df, Path(run_dir), out_dir, plan),
         "failures": context.failures(df),
         "table": table.data_table(df),
