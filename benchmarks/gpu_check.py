@@ -10,7 +10,7 @@ main job, the worker processes `harness run` starts. Checks:
   - allocator peak: CudaDevice.step_memory of a step that allocates a known 256 MiB, within 1%;
   - FLOPs: counted = analytic, no uncounted op, for each SDPA backend (flash, efficient, math,
     cuDNN) x forward/train x causal/bidirectional x dtype; a combination torch has no kernel for
-    is skipped with torch's reason;
+    is skipped with torch's reason; the bytes a training step keeps, saved = analytic within 1%;
   - NVML: energy per step above 0 from the driver's counter, and with the counter hidden
     (integrated power); the sampling thread's cost, steps timed with sampling on against off;
   - the main job: suites/seq_len.yaml's CUDA points (bfloat16, n up to 16k) on a short budget, each
@@ -213,6 +213,28 @@ def check_flops() -> list[Check]:
     return checks
 
 
+def check_activation_bytes() -> list[Check]:
+    """What a training step keeps for backward on CUDA, under the kernel torch picks by default:
+    bool dropout masks, float32 layer-norm statistics, no T×T tensor for fused heads."""
+    from models.config import TransformerConfig
+    from models.cost import analytic_cost
+    from models.flops import saved_activation_bytes
+    from models.transformer import Transformer, make_inputs
+
+    checks = []
+    for dtype, attn_dropout in itertools.product(DTYPES, (0.0, 0.1)):
+        cfg = TransformerConfig(d_model=128, n_heads=4, n_layers=3, d_ff=256, vocab_size=256, max_len=512,
+                                reuse_heads=2, causal=True, dtype=dtype, attn_dropout=attn_dropout, dropout=0.1)
+        torch.manual_seed(0)
+        model = Transformer(cfg).to("cuda:0")
+        x, y = make_inputs(cfg, 2, 256, device="cuda:0")
+        kept = saved_activation_bytes(model, x, y)
+        analytic = analytic_cost(cfg, 2, 256, "train", device_type="cuda").activation_bytes
+        case = f"train{' + attention dropout' if attn_dropout else ''} · causal · {dtype}"
+        checks.append(agreement("activation bytes", case, kept / 2**20, analytic / 2**20, MEMORY_REL, "MiB"))
+    return checks
+
+
 class _NoEnergyCounter:
     """pynvml with the energy counter reported unsupported, so the sampler integrates power."""
 
@@ -289,6 +311,7 @@ def run_checks(budget_s: float) -> list[Check]:
                   skipped("cuda timing", "on cuda:1", "one CUDA device"))
     checks.append(check_allocator())
     checks.extend(check_flops())
+    checks.extend(check_activation_bytes())
     checks.extend(check_nvml())
     torch.cuda.empty_cache()  # the main job's workers need the memory this process holds
     checks.extend(check_main_job(started + budget_s))
