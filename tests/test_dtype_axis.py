@@ -72,3 +72,6 @@ def test_a_dtype_sweep_runs_and_is_an_axis_of_the_summary(tmp_path: Path) -> Non
         assert all(r["flops_counted"] == r["flops_analytic"] for r in group if r["status"] == "ok")
     summary = result.stdout
     assert "dtype" in summary and "bfloat16" in summary
+    # ...and of the report: a word-valued axis splits series and labels them, as a number does.
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "dtype=bfloat16" in page and "dtype=float32" in page

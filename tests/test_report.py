@@ -400,3 +400,13 @@ def test_comparison_of_identical_data_from_another_machine(tmp_path: Path) -> No
     assert "Reuse speedups: regressed at 0 and improved at 0 of 16 (candidate, baseline) pairs" in page
     assert "absolute times are not comparable" in page
     assert "Other &lt;b&gt;CPU&lt;/b&gt;" in page
+
+
+def test_incomplete_flop_counts_are_flagged_above_the_conclusions(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", seq_lens=(128, 256), failures=False)
+    rows = read_rows(run)
+    rows[0]["flops_warning"] = "aten::_cudnn_attention_forward: a matrix product with no FLOP formula (counted 0)"
+    write_rows(run, rows)
+    page = _render(run)
+    assert "Counted FLOPs are incomplete at some points" in page and "aten::_cudnn_attention_forward" in page
+    assert "Counted FLOPs are incomplete" not in _render(write_run(tmp_path / "clean", seq_lens=(128,), failures=False))

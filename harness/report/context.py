@@ -88,6 +88,10 @@ def header(manifest: dict[str, Any], df: pd.DataFrame, damaged: Sequence[str] = 
         alerts.append({"level": "bad", "kind": "damaged", "text": f"{len(damaged)} line(s) of the results file are "
                        f"not result rows and were skipped: {'; '.join(damaged)}. `harness repair RUN` moves them "
                        "aside, keeping them."})
+    warned = sorted({str(w) for w in df.get("flops_warning", pd.Series(dtype=object)) if isinstance(w, str) and w})
+    if warned:  # a product the counter has no formula for counted 0: counted FLOPs are too low there
+        alerts.append({"level": "warn", "kind": "flops", "text": "Counted FLOPs are incomplete at some points: "
+                       + "; ".join(warned) + ". Efficiency there uses the analytic count."})
     if counts["ok"] == 0:
         alerts.append({"level": "bad", "kind": "empty", "text": "No measurement succeeded: there is nothing to compare."})
     if env.get("git_dirty"):

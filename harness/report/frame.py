@@ -42,6 +42,16 @@ AXIS_LABELS: dict[str, str] = {
 AXIS_SHORT: dict[str, str] = {"seq_len": "n", "batch_size": "B", "reuse_ratio": "ratio", "reuse_heads": "K"}
 
 
+def axis_value(value: Any) -> float | str | None:
+    """A swept value as plots and labels use it: a number, a text label (dtype, reuse_impl), or None."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool):  # a flag axis (compile: true) reads as its word
+        return str(value).lower()
+    v = num(value)
+    return None if math.isnan(v) else v
+
+
 def finite(value: Any) -> bool:
     return not math.isnan(num(value))
 
@@ -68,10 +78,10 @@ def normalize(df: pd.DataFrame | None) -> pd.DataFrame:
     df["status"] = [s if s in ("ok", "failed", "skipped") else "failed" for s in df["status"]]
     df["error"] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in df["error"]]
     df["axes"] = [v if isinstance(v, dict) else {} for v in df["axes"]]
-    # A numeric swept key with no column of its own (say n_layers) becomes one, so plots can split
-    # series by it like any built-in axis.
+    # A swept key with no column of its own (n_layers, dtype) becomes one, so plots and labels can
+    # split series by it like any built-in axis.
     for key in custom_axes(df):
-        df[key] = [num(a.get(key)) for a in df["axes"]]
+        df[key] = [axis_value(a.get(key)) for a in df["axes"]]
     df["is_reuse"] = [is_reuse_row(m, r, k) for m, r, k in zip(df["model"], df["reuse_ratio"], df["reuse_heads"])]
     df["series"] = [series_name(v, b) for v, b in zip(df["variant"], df["backend"])]
     return df
@@ -121,9 +131,13 @@ class AxisPlan:
 
 
 def custom_axes(df: pd.DataFrame) -> list[str]:
-    """Swept keys beyond the built-in columns whose values are all numbers."""
-    keys = sorted({k for a in df["axes"] if isinstance(a, dict) for k in a} - set(RESULT_FIELDS) - set(NUMERIC))
-    return [k for k in keys if all(isinstance(a.get(k), (int, float)) and not isinstance(a.get(k), bool)
+    """Swept keys beyond the built-in columns whose values are plain scalars (numbers, words, flags).
+
+    Text columns the report already reads for themselves (the accuracy task) are not axes here.
+    """
+    builtin = set(RESULT_FIELDS) | set(NUMERIC) | set(OPTIONAL_TEXT)
+    keys = sorted({k for a in df["axes"] if isinstance(a, dict) for k in a} - builtin)
+    return [k for k in keys if all(isinstance(a.get(k), (int, float, str, bool))
                                    for a in df["axes"] if isinstance(a, dict) and k in a)]
 
 
@@ -146,6 +160,8 @@ def _varies_within_variant(df: pd.DataFrame, col: str) -> bool:
 
 
 def fmt_axis_value(col: str, value: Any) -> str:
+    if isinstance(value, (str, bool)):
+        return str(axis_value(value) or DASH)
     v = num(value)
     if math.isnan(v):
         return DASH
@@ -156,7 +172,8 @@ def fmt_axis_value(col: str, value: Any) -> str:
 
 def point_label(row: pd.Series | dict[str, Any], cols: Iterable[str]) -> str:
     """'n=1024, B=4' for the given columns (only those that have a value)."""
-    parts = [f"{AXIS_SHORT.get(c, c)}={fmt_axis_value(c, row.get(c))}" for c in cols if finite(row.get(c))]
+    parts = [f"{AXIS_SHORT.get(c, c)}={fmt_axis_value(c, row.get(c))}" for c in cols
+             if axis_value(row.get(c)) is not None]
     return ", ".join(parts)
 
 

@@ -18,7 +18,7 @@ from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from harness.report.frame import AxisPlan, num, series_label
+from harness.report.frame import AxisPlan, axis_value, series_label
 from harness.report.svg import PALETTE, figure, mpl_text, place_axes, to_svg
 
 # Components get their own muted palette so they are not mistaken for the variant colours.
@@ -55,13 +55,14 @@ class Styler:
         return {"color": self._colour.get((variant, extra), "#555555"), "linestyle": line, "marker": marker}
 
 
-def key_values(row: pd.Series, cols: Iterable[str]) -> tuple[float | None, ...]:
+def key_values(row: pd.Series, cols: Iterable[str]) -> tuple[float | str | None, ...]:
     """Hashable axis values for a series key; None (not NaN, which never equals itself) when absent."""
-    return tuple(None if math.isnan(num(row.get(c))) else num(row.get(c)) for c in cols)
+    return tuple(axis_value(row.get(c)) for c in cols)
 
 
-def _sortable(values: tuple[float | None, ...]) -> tuple[float, ...]:
-    return tuple(-math.inf if v is None else v for v in values)
+def _sortable(values: tuple[float | str | None, ...]) -> tuple[tuple[int, float, str], ...]:
+    # absent first, then numbers in order, then words in order: mixed types never meet in a comparison
+    return tuple((0, 0.0, "") if v is None else (2, 0.0, v) if isinstance(v, str) else (1, v, "") for v in values)
 
 
 def series_keys(df: pd.DataFrame, cols: tuple[str, ...], variant_order: list[str]) -> list[tuple[str, str, tuple[Any, ...]]]:
@@ -76,12 +77,12 @@ def legend_name(variant: str, backend: str, extra: tuple[Any, ...], plan: AxisPl
     return mpl_text(series_label(name, dict(zip(plan.extra, extra)), plan.extra))
 
 
-def match(frame: pd.DataFrame, cols: Iterable[str], values: Iterable[float | None]) -> pd.Series:
-    """Rows whose `cols` equal `values` (NaN matches NaN: an axis a variant did not see)."""
+def match(frame: pd.DataFrame, cols: Iterable[str], values: Iterable[float | str | None]) -> pd.Series:
+    """Rows whose `cols` equal `values` (None matches an absent value: an axis a variant did not see)."""
     mask = pd.Series(True, index=frame.index)
     for col, v in zip(cols, values):
-        column = frame[col].map(num) if col in frame else pd.Series(math.nan, index=frame.index)
-        mask &= column.isna() if v is None else column.eq(v)
+        column = frame[col].map(axis_value) if col in frame else pd.Series(None, index=frame.index, dtype=object)
+        mask &= column.isna() if v is None else column.map(lambda x, v=v: x == v)
     return mask
 
 
