@@ -6,6 +6,7 @@ thread, so the file stays well under a minute even on a busy 2-core machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.measure.training import resolve_model_config, train_and_evaluate
+from harness.measure.training import train_and_evaluate
 from harness.suite.task import accuracy_config
 from harness.tasks import get_task
 from harness.measure import training as train_module
@@ -208,7 +209,7 @@ def test_accuracy_config_fills_task_defaults_under_explicit_values() -> None:
 
 def test_model_config_precedence() -> None:
     task = get_task("associative_recall")
-    cfg = resolve_model_config(task, {"d_model": 32, "causal": False, "reuse_ratio": 0.5})
+    cfg = task.resolve_model_config({"d_model": 32, "causal": False, "reuse_ratio": 0.5})
     assert cfg["d_model"] == 32                                   # suite beats task default size
     assert cfg["n_layers"] == task.default_budget.model["n_layers"]
     assert cfg["causal"] is True and cfg["task_head"] == "lm"     # the data's requirements win
@@ -315,3 +316,30 @@ def test_a_bad_task_name_is_a_suite_error(tmp_path) -> None:
                     "metrics: [accuracy]\naccuracy: {seeds: [0]}\n")
     with pytest.raises(SuiteError, match=r"acc.yaml:4: sweep.task\[0\]: expected an accuracy task"):
         load_suite(path)
+
+
+def test_each_task_knows_its_training_length_without_building_data() -> None:
+    for name, options in TINY_OPTIONS.items():
+        task = get_task(name, **options)
+        length = task.training_length()
+        assert task._data is None and length == task.seq_len
+
+
+def test_dry_run_lists_what_accuracy_points_train_and_estimates_the_training(tmp_path) -> None:
+    from harness.suite.estimate import TASK_DATA_S, TRAIN_STEP_OVERHEAD_S, dry_run, estimate_seconds
+    from harness.suite.loading import load_suite
+    from harness.suite.sweep import expand
+
+    path = tmp_path / "acc.yaml"
+    path.write_text("name: a\nmodel: {d_model: 64, n_heads: 4, n_layers: 3, d_ff: 128}\n"
+                    "variants: {b: {model: baseline}}\nsweep:\n  task: [listops]\n"
+                    "metrics: [accuracy, redundancy]\naccuracy: {seeds: [0, 1], train_steps: 100}\n")
+    suite = load_suite(path)
+    listed = dry_run(suite)[1]
+    assert listed.split()[1:] == ["b", "cpu", "train", "sdpa", "task=listops", "steps=100", "batch=64", "n=32",
+                                  "seeds=0,1"]
+    [task] = expand(suite)
+    one_seed = dataclasses.replace(task, accuracy=dataclasses.replace(task.accuracy, seeds=(0,)))
+    training = estimate_seconds([task]) - estimate_seconds([one_seed])   # one seed's training
+    assert 100 * TRAIN_STEP_OVERHEAD_S < training < 2 * estimate_seconds([one_seed])
+    assert estimate_seconds([one_seed]) > TASK_DATA_S + training

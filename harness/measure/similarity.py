@@ -1,7 +1,7 @@
 """How alike two attention heads are, and what that says about a whole model: pure functions.
 
-The similarity of two heads P and Q on one input batch (Bhojanapalli et al. 2021, arXiv 2110.06821,
-section 3, measure attention redundancy with the same distance):
+The similarity of two heads P and Q on one input batch, built on the distance Bhojanapalli et al.
+2021 (arXiv 2110.06821) measure attention redundancy with, total variation:
 
     TV(p, q)  = ½ Σ_k |p_k − q_k|                 total variation between two attention rows
     sim(P, Q) = 1 − mean over counted queries (b, t) of TV(P[b, t, :], Q[b, t, :])

@@ -58,16 +58,8 @@ class SeedRun:
 
 
 # ---------------------------------------------------------------------------------------------
-# Resolving budgets and configs
+# Validating budgets
 # ---------------------------------------------------------------------------------------------
-def resolve_model_config(task: Task, model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Task's default model size < the suite's model config < the keys the task requires.
-
-    The task's keys win because the data fixes them (input kind, vocabulary, length, head).
-    """
-    return {**task.default_budget.model, **model_config, **task.model_overrides()}
-
-
 def _validate(acc: AccuracyConfig) -> None:
     def positive_int(name: str, value: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -177,7 +169,7 @@ def train_and_evaluate(model_name: str, model_config: Mapping[str, Any], acc: Ac
     """Train `model_name` on `acc.task` once per seed in `acc.seeds`; a flat, JSON-able result.
 
     Keys of `model_config` override the task's default model size, and the task's data fixes
-    input kind, vocabulary, length and head (see `resolve_model_config`). The harness passes a fully
+    input kind, vocabulary, length and head (see `Task.resolve_model_config`). The harness passes a fully
     resolved config, so a suite spells out the model size (suites/accuracy.yaml does). Raises on
     invalid configs; returns status "failed" (with the reason in `error`) when training diverges.
     With `redundancy`, each seed's model is measured on held-out inputs at its random
@@ -185,7 +177,7 @@ def train_and_evaluate(model_name: str, model_config: Mapping[str, Any], acc: Ac
     """
     _validate(acc)
     task = get_task(acc.task, **acc.task_options)
-    config = resolve_model_config(task, model_config)
+    config = task.resolve_model_config(model_config)
     runs: list[SeedRun] = []
     error: str | None = None
     params = flops_per_step = None
@@ -294,5 +286,4 @@ def _determinism(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
-__all__ = ["Diverged", "SeedRun", "evaluate", "loss_fn", "lr_factor", "resolve_model_config",
-           "train_and_evaluate", "train_one_seed"]
+__all__ = ["Diverged", "SeedRun", "evaluate", "loss_fn", "lr_factor", "train_and_evaluate", "train_one_seed"]

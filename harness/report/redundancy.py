@@ -76,7 +76,8 @@ def _main_state(s: Subject) -> str:
 def layer_heatmaps(subs: list[Subject]) -> Plot:
     title = "Layer × layer attention similarity"
     caption = ("Row l, column s: the mean over layer l's heads of the similarity of its best-matching head in layer "
-               "s. Each model after training beside the same architecture at its random initialisation (the control).")
+               "s. Each model after training beside the same architecture at its random initialisation (the control), "
+               "whose attention rows are close to uniform: its heads agree without having learned anything.")
     facets = [(s, state) for s in subs for state in STATES if state in s.summary]
 
     def draw(ax: Axes, facet: tuple[Subject, str]) -> bool:

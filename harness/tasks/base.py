@@ -134,6 +134,18 @@ class Task(abc.ABC):
                 idx = order[start:start + b]
                 yield x[idx], y[idx]
 
+    def resolve_model_config(self, model_config: Mapping[str, Any]) -> dict[str, Any]:
+        """The task's default model size < `model_config` (the suite's) < the keys the task requires.
+
+        The task's keys win because the data fixes them (input kind, vocabulary, length, head).
+        """
+        return {**self.default_budget.model, **model_config, **self.model_overrides()}
+
+    def training_length(self) -> int:
+        """Tokens per training sequence, known without building the data (every task pads or cuts
+        its inputs to the model's max_len)."""
+        return int(self.model_overrides()["max_len"])
+
     def real_positions(self, x: Tensor) -> Tensor:
         """(B, T) bool: positions that hold input rather than padding (every one, unless a task pads)."""
         return torch.ones(x.shape[:2], dtype=torch.bool)
