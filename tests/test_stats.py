@@ -39,6 +39,17 @@ def test_median_ci_ranks_have_at_least_nominal_exact_coverage() -> None:
         assert hi == n - 1 - lo
 
 
+def test_median_ci_level_is_the_coverage_actually_achieved() -> None:
+    # [min, max] below n = 6: 1 - 2^(1-n), which is 0.75 at n = 3, not 95%
+    assert [stats.median_ci_level(n) for n in (1, 2, 3, 5)] == pytest.approx([0.0, 0.5, 0.75, 0.9375])
+    for n in (6, 10, 30, 100, 5000):
+        lo, _ = stats.median_ci_ranks(n)
+        assert stats.median_ci_level(n) == pytest.approx(1.0 - 2.0 * scipy.stats.binom.cdf(lo, n, 0.5))
+        assert stats.median_ci_level(n) >= 0.95
+    assert stats.summarize([3.0, 1.0, 2.0]).ci_level == 0.75
+    assert stats.summarize(np.arange(30.0)).ci_level == pytest.approx(0.9572, abs=1e-4)
+
+
 def test_median_ci_covers_true_median_about_95_percent_of_the_time() -> None:
     rng = np.random.default_rng(2024)
     draws, n, sigma = 2000, 30, 0.6
