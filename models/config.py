@@ -14,14 +14,16 @@ Backend = Literal["eager", "sdpa"]
 InputKind = Literal["tokens", "patches"]
 TaskHead = Literal["classify", "lm"]
 ReuseSource = Literal["previous", "first"]
+ReuseImpl = Literal["materialize", "recompute"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 BACKENDS: tuple[str, ...] = ("eager", "sdpa")
 INPUT_KINDS: tuple[str, ...] = ("tokens", "patches")
 TASK_HEADS: tuple[str, ...] = ("classify", "lm")
 REUSE_SOURCES: tuple[str, ...] = ("previous", "first")
+REUSE_IMPLS: tuple[str, ...] = ("materialize", "recompute")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-REUSE_KEYS: frozenset[str] = frozenset({"reuse_heads", "reuse_ratio", "reuse_layers", "reuse_source"})
+REUSE_KEYS: frozenset[str] = frozenset({"reuse_heads", "reuse_ratio", "reuse_layers", "reuse_source", "reuse_impl"})
 
 
 class ConfigError(ValueError):
@@ -57,6 +59,12 @@ class TransformerConfig:
     reuse_ratio: float | None = None
     reuse_layers: int | None = None  # P: layers 1..P reuse; None means n_layers - 1 (all but layer 0)
     reuse_source: ReuseSource = "previous"  # "first": every reusing layer reuses layer 0's heads
+    # How a reused head is computed; both give the same outputs up to float rounding.
+    # materialize: the reference's way: the donor layer keeps its (B, K, T, T) probabilities, P·V here.
+    # recompute: P_src·v = SDPA(q_src, k_src, v): keep the donor's (B, T, d_head) q and k instead and
+    # run all H heads of a layer through one fused SDPA call. Memory stays linear in T; QKᵀ and
+    # softmax are paid again, the reused heads' Q/K projections are still skipped. sdpa backend only.
+    reuse_impl: ReuseImpl = "materialize"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -127,6 +135,10 @@ def _validate(c: TransformerConfig) -> None:
     need(c.dtype in DTYPES, "dtype", f"expected one of {DTYPES}, got {c.dtype!r}")
     need(c.reuse_source in REUSE_SOURCES, "reuse_source",
          f"expected one of {REUSE_SOURCES}, got {c.reuse_source!r}")
+    need(c.reuse_impl in REUSE_IMPLS, "reuse_impl", f"expected one of {REUSE_IMPLS}, got {c.reuse_impl!r}")
+    need(c.reuse_impl != "recompute" or c.backend == "sdpa", "reuse_impl",
+         "expected backend 'sdpa' with reuse_impl 'recompute' (it exists to run every head, reused ones "
+         f"included, through the fused kernel), got backend {c.backend!r}")
     if c.reuse_heads is not None:
         need(isinstance(c.reuse_heads, int) and not isinstance(c.reuse_heads, bool)
              and 0 <= c.reuse_heads <= c.n_heads, "reuse_heads",

@@ -1,6 +1,6 @@
 """Analytic cost of one step of any TransformerConfig: FLOPs by component, parameters, activation bytes.
 
-The per-layer head split (materialized / fused / reused) comes from `models.transformer.ReusePlan`,
+The per-layer head split (materialized / fused / reused / recomputed) comes from `models.plan.ReusePlan`,
 the same object the model is built from, so the model and this cost model cannot disagree about
 which heads are computed how. `models.flops.count_flops` counts what actually runs; the tests hold
 the two equal.
@@ -13,7 +13,8 @@ from types import MappingProxyType
 from typing import Literal, Mapping
 
 from models.config import TransformerConfig
-from models.transformer import ReusePlan, torch_dtype
+from models.plan import ReusePlan
+from models.transformer import torch_dtype
 
 Mode = Literal["forward", "train"]
 MODES: tuple[str, ...] = ("forward", "train")
@@ -31,7 +32,10 @@ FLOP_CONVENTION = (
     "needs no grad; a materialized (eager) head's QKᵀ and P·V each take 2 matmuls backward; a fused "
     "(SDPA) head's backward recomputes the scores, 5 matmul-equivalents against 2 forward (torch's "
     "math path, taken on CPU when attention dropout is on, does 4); a reused head pays P·V only, "
-    "1 forward and 2 backward. FLOPs do not depend on the dtype."
+    "1 forward and 2 backward, unless it is recomputed (reuse_impl: recompute), when its QKᵀ runs again "
+    "in SDPA like a fused head's (its Q/K projections are still skipped). FLOPs do not depend on the "
+    "dtype. A compiled variant's FLOPs are counted on its uncompiled module (the counter cannot see "
+    "inside compiled kernels); compiling leaves the matrix products as they are."
 )
 
 # Stable names, in the order a layer runs them; `head` is the classifier / LM head.
@@ -49,10 +53,16 @@ class HeadSplit:
     materialized: int  # new heads with probabilities in memory (eager; on sdpa only those a later layer reads)
     fused: int         # new heads through SDPA's fused kernel (probabilities never stored)
     reused: int        # heads using probabilities handed in from an earlier layer (P·V only)
+    recomputed: int = 0  # reused heads run through SDPA from their origin's q and k (reuse_impl: recompute)
 
     @property
     def new(self) -> int:
         return self.materialized + self.fused
+
+    @property
+    def sdpa(self) -> int:
+        """Heads in SDPA calls: the fused new heads and the recomputed ones (one call with them)."""
+        return self.fused + self.recomputed
 
 
 @dataclass(frozen=True)
@@ -72,11 +82,12 @@ class Cost:
 def head_splits(cfg: TransformerConfig) -> tuple[HeadSplit, ...]:
     """Per-layer head split, exactly as `ReuseAttention` builds it from the ReusePlan."""
     plan = ReusePlan.from_config(cfg)
+    recompute = cfg.reuse_impl == "recompute"
     splits = []
     for layer in range(cfg.n_layers):
-        new = plan.new_heads[layer]
-        mat = new if cfg.backend == "eager" else plan.materialize[layer]
-        splits.append(HeadSplit(materialized=mat, fused=new - mat, reused=plan.reused_heads[layer]))
+        new, mat, k = plan.new_heads[layer], plan.materialized[layer], plan.reused_heads[layer]
+        splits.append(HeadSplit(materialized=mat, fused=new - mat, reused=0 if recompute else k,
+                                recomputed=k if recompute else 0))
     return tuple(splits)
 
 
@@ -127,10 +138,10 @@ def _flops(cfg: TransformerConfig, B: int, T: int, mode: Mode, sdpa: SdpaPath) -
         linear("k_proj", N, C, split.new * hs)
         linear("v_proj", N, C, cfg.n_heads * hs)
         linear("o_proj", N, C, C)
-        # QKᵀ: materialized heads 1 fwd + 2 bwd; fused heads 1 fwd + recompute + 2 bwd.
+        # QKᵀ: materialized heads 1 fwd + 2 bwd; fused and recomputed heads 1 fwd + recompute + 2 bwd.
         fused_qk_bwd = 2 if math_path else 3
-        fwd["qk"] += split.new * unit
-        bwd["qk"] += (2 * split.materialized + fused_qk_bwd * split.fused) * unit
+        fwd["qk"] += (split.new + split.recomputed) * unit
+        bwd["qk"] += (2 * split.materialized + fused_qk_bwd * split.sdpa) * unit
         # P·V: every head, reused ones included, 1 fwd + 2 bwd (grad P, grad V).
         fwd["pv"] += cfg.n_heads * unit
         bwd["pv"] += 2 * cfg.n_heads * unit
@@ -159,7 +170,7 @@ def reused_chunks(cfg: TransformerConfig) -> tuple[tuple[int, ...], ...]:
     for layer, split in enumerate(head_splits(cfg)):
         src = plan.source[layer]
         received = handed[src] if src is not None else []
-        taken, remaining = [], plan.reused_heads[layer]
+        taken, remaining = [], split.reused
         for chunk in received:
             if remaining == 0:
                 break
@@ -216,6 +227,9 @@ def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, devi
         (the flash kernels' layout; CUDA's rng state for dropout is a few bytes, not counted);
       - reused heads: their probabilities belong to the source layer (counted there); v as
         for materialized heads, per chunk (see `reused_chunks`);
+      - recomputed heads (reuse_impl: recompute) join the layer's one SDPA call and are kept as
+        fused heads are; a layer whose q and k come from more than one tensor keeps its gathered
+        q and k (N·H·d_h each) and, its v projected apart, v instead of the whole qkv output;
       - attention dropout (p > 0): per materialized or reused head, the dropout mask and the
         dropped probabilities (B·T² each; the mask is in the dtype on CPU, bool on CUDA);
         residual dropout: a mask for each of the layer's 2 dropouts (N·C each), plus one after
@@ -238,8 +252,13 @@ def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, devi
         return heads == 1 or B == 1
 
     total = N * C * w.mask if cfg.dropout > 0 else 0         # embedding dropout mask
-    for split, chunks in zip(head_splits(cfg), reused_chunks(cfg)):
+    plan = ReusePlan.from_config(cfg)
+    for layer, (split, chunks) in enumerate(zip(head_splits(cfg), reused_chunks(cfg))):
         qkv_kept = False
+        # Recompute gathers q and k from several tensors into one copy each; v is then projected
+        # apart (ReuseAttention.v_apart), so what stays of the projection is v alone.
+        gathered = split.recomputed > 0 and plan.qk_parts(layer) > 1
+        qkv_width = H if gathered else 2 * split.new + H
         total += 2 * (N * C * w.act + 2 * N * w.stat)         # ln_1, ln_2: input, mean, rstd
         total += (2 * N * C + 2 * N * cfg.d_ff) * w.act       # qkv and MLP inputs, pre/post GELU
         if split.materialized:
@@ -249,8 +268,8 @@ def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, devi
                 qkv_kept = True
             else:
                 total += 3 * m * N * hs * w.act
-        if split.fused and math_path:
-            f = split.fused
+        if split.sdpa and math_path:
+            f = split.sdpa
             # probabilities, mask and dropped probabilities; scaled q and k
             total += f * TT * (2 * w.math + w.math_mask if attn_drop else w.math) + 2 * f * N * hs * w.math
             if w.act < w.math:
@@ -259,9 +278,11 @@ def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, devi
                 qkv_kept = True
             else:
                 total += f * N * hs * w.act
-        elif split.fused:
+        elif split.sdpa:
             qkv_kept = True
-            total += split.fused * (N * hs * w.act + B * T * FLOAT32_BYTES)
+            total += split.sdpa * (N * hs * w.act + B * T * FLOAT32_BYTES)
+            if gathered:
+                total += 2 * N * H * hs * w.act               # the gathered q and k SDPA keeps
         for heads in chunks:
             total += heads * TT * (w.act + w.mask) if attn_drop else 0
             if sliced_is_view(heads):
@@ -269,8 +290,8 @@ def activation_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, devi
             else:
                 total += heads * N * hs * w.act
         if qkv_kept:
-            total += N * (2 * split.new + H) * hs * w.act
-        single_fused_group = split.fused == H and not math_path
+            total += N * qkv_width * hs * w.act
+        single_fused_group = split.sdpa == H and not math_path
         total += 0 if single_fused_group else N * C * w.act   # output projection input
         if cfg.dropout > 0:
             total += 2 * N * C * w.mask

@@ -10,11 +10,17 @@ output projection over all H. The probabilities a layer hands on are
 and the next layer reuses the first K of that. With K = 0 this file *is* the baseline: same
 parameters, created in the same order, and the same outputs for the same seed.
 
-Speed: fused kernels (SDPA) never materialize probabilities, so a head whose probabilities some
-later layer reads must be computed the slow, materialized way. `ReusePlan` works out, once per
-model, exactly which heads those are; every other head goes through SDPA when backend="sdpa".
-Handed-on probabilities travel as `AttentionProbs`, a list of per-head-group chunks, so taking
-"the first K heads" or prepending new heads never copies an n x n tensor.
+Speed: fused kernels (SDPA) never materialize probabilities. A reused head can be computed two
+ways (`cfg.reuse_impl`), with the same outputs up to float rounding:
+  - materialize (the reference's way): a head whose probabilities some later layer reads is
+    computed the slow, materialized way; `ReusePlan` (models/plan.py) works out, once per model,
+    exactly which heads those are, and every other head goes through SDPA when backend="sdpa".
+    Handed-on probabilities travel as `AttentionProbs`, a list of per-head-group chunks, so taking
+    "the first K heads" or prepending new heads never copies an n x n tensor.
+  - recompute: a reused row is softmax(q_src k_srcᵀ / sqrt(hs)), so P_src·v = SDPA(q_src, k_src, v).
+    A layer keeps its origin heads' q and k (`QueryKey`, (B, T, h, hs)) instead of their
+    probabilities and runs all H heads, new and reused, through one SDPA call: memory stays linear
+    in T, QKᵀ and softmax are paid again, the reused heads' Q/K projections are still skipped.
 
 Precision: `cfg.dtype` is the dtype parameters and activations are stored in (native dtype, not
 autocast). Autocast would keep float32 weights and re-cast them every step, and it runs softmax in
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +43,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from models.config import TransformerConfig
+from models.plan import ReusePlan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,80 +83,109 @@ class AttentionProbs:
 
 
 @dataclass(frozen=True)
+class QueryKey:
+    """Queries and keys of some heads, (B, T, h, hs) each: all a recomputed head needs of its origin."""
+
+    q: Tensor
+    k: Tensor
+
+    @property
+    def n_heads(self) -> int:
+        return self.q.shape[2]
+
+    def heads(self, start: int, stop: int) -> "QueryKey":
+        return QueryKey(self.q[:, :, start:stop], self.k[:, :, start:stop])   # views
+
+
+# What a layer hands on (materialize: probabilities; recompute: q and k of its read heads), and
+# what a reusing layer receives (recompute: one QueryKey per run of consecutive origin heads).
+HandedOn = AttentionProbs | QueryKey
+Received = AttentionProbs | tuple[QueryKey, ...] | None
+
+
+@dataclass(frozen=True)
 class LayerOutput:
     hidden: Tensor                         # (B, T, C)
-    handed_on: AttentionProbs | None       # None when no later layer reads this layer's probabilities
-
-
-# ---------------------------------------------------------------------------------------------
-# Which heads must be materialized
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReusePlan:
-    """Static per-layer facts derived from the config; computed once per model."""
-
-    new_heads: tuple[int, ...]        # heads whose probabilities layer l computes
-    reused_heads: tuple[int, ...]     # K for reusing layers, else 0
-    materialize: tuple[int, ...]      # leading new heads whose probabilities some later layer reads
-    hands_on: tuple[bool, ...]        # whether layer l must hand on probabilities at all
-    source: tuple[int | None, ...]    # which layer's handed-on probabilities layer l reads
-
-    @classmethod
-    def from_config(cls, cfg: TransformerConfig) -> "ReusePlan":
-        L, K = cfg.n_layers, cfg.k
-        new = tuple(cfg.new_heads(l) for l in range(L))
-        reused = tuple(K if cfg.reuses(l) else 0 for l in range(L))
-        source = tuple((l - 1 if cfg.reuse_source == "previous" else 0) if cfg.reuses(l) else None
-                       for l in range(L))
-        # Provenance: handed_on[l] lists (layer, head) for each head layer l hands on.
-        handed: list[list[tuple[int, int]]] = []
-        read: set[tuple[int, int]] = set()
-        for l in range(L):
-            own = [(l, h) for h in range(new[l])]
-            received = handed[source[l]][:K] if source[l] is not None else []
-            read.update(received)
-            handed.append(own + received)
-        materialize = tuple(max((h + 1 for (j, h) in read if j == l), default=0) for l in range(L))
-        hands_on = tuple(any(s == l for s in source) for l in range(L))
-        return cls(new, reused, materialize, hands_on, source)
+    handed_on: HandedOn | None             # None when no later layer reads from this layer
 
 
 # ---------------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------------
 class ReuseAttention(nn.Module):
-    """Multi-head self-attention whose first `n_reused` output heads use probabilities handed in."""
+    """Multi-head self-attention whose last `n_reused` heads reuse an earlier layer's attention."""
 
     def __init__(self, cfg: TransformerConfig, layer: int, plan: ReusePlan) -> None:
         super().__init__()
         self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
         self.n_new, self.n_reused = plan.new_heads[layer], plan.reused_heads[layer]
-        # Materialize every head on the eager backend; on sdpa only the heads a later layer reads.
-        self.n_materialized = self.n_new if cfg.backend == "eager" else plan.materialize[layer]
+        self.n_materialized = plan.materialized[layer]
+        self.n_read_later = plan.read_later[layer]
         self.hands_on = plan.hands_on[layer]
         self.k_read = cfg.k  # heads each reader takes from what this layer hands on
         self.causal, self.attn_dropout = cfg.causal, cfg.attn_dropout
+        self.recompute = cfg.reuse_impl == "recompute"
+        # Recompute gathers q and k from more than one tensor into one buffer: then v is projected
+        # apart, so that the q, k projection output is freed after the copy and a training step keeps
+        # q, k and v once each, as the baseline does, not the whole qkv output beside the copies.
+        self.v_apart = self.recompute and plan.qk_parts(layer) > 1 and self.n_new > 0
         # One fused projection: [q (new heads), k (new heads), v (all heads)]. With K = 0 this is
         # exactly the baseline's 3*C projection, created with the same RNG draws.
         self.qkv = nn.Linear(cfg.d_model, (2 * self.n_new + self.n_heads) * self.d_head)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: Tensor, received: AttentionProbs | None) -> tuple[Tensor, AttentionProbs | None]:
-        B, T, _ = x.shape
-        hs, n_new, n_mat = self.d_head, self.n_new, self.n_materialized
-        q, k, v = (self.qkv(x)
-                   .view(B, T, 2 * n_new + self.n_heads, hs)
-                   .transpose(1, 2)                                # (B, nh_total, T, hs)
-                   .split([n_new, n_new, self.n_heads], dim=1))
+    def forward(self, x: Tensor, received: Received) -> tuple[Tensor, HandedOn | None]:
+        B, T, C = x.shape
+        q, k, v = self._project(x)                                    # (B, T, h, hs): new, new, all heads
         drop = self.attn_dropout if self.training else 0.0
+        if self.recompute:
+            y, handed = self._recomputed(q, k, v, received, drop)
+        else:
+            y, handed = self._materialized(q, k, v, received, drop)
+        return self.proj(y.reshape(B, T, C)), handed                  # y: (B, T, nh, hs)
+
+    def _project(self, x: Tensor) -> tuple[Tensor, ...]:
+        B, T, _ = x.shape
+        hs, n_new, nh = self.d_head, self.n_new, self.n_heads
+        if not self.v_apart:
+            return self.qkv(x).view(B, T, 2 * n_new + nh, hs).split([n_new, n_new, nh], dim=2)
+        rows = 2 * n_new * hs  # the same weights, as two products: same FLOPs, same parameters
+        qk = F.linear(x, self.qkv.weight[:rows], self.qkv.bias[:rows]).view(B, T, 2 * n_new, hs)
+        v = F.linear(x, self.qkv.weight[rows:], self.qkv.bias[rows:]).view(B, T, nh, hs)
+        return *qk.split([n_new, n_new], dim=2), v
+
+    def _recomputed(self, q: Tensor, k: Tensor, v: Tensor, received: Received,
+                    drop: float) -> tuple[Tensor, QueryKey | None]:
+        """Every head through one SDPA call: a reused head's probabilities are recomputed from its
+        origin's q and k, so no T x T tensor ever exists."""
+        assert isinstance(received, tuple), "recompute receives the q and k of its origin heads"
+        parts = [p for p in (QueryKey(q, k), *received) if p.n_heads]
+        if len(parts) > 1:
+            # One copy each into token-major (B, T, H, hs) buffers, as the baseline lays out q and k:
+            # SDPA gives its output q's layout, so the reshape to (B, T, C) after it stays a view.
+            q, k = torch.cat([p.q for p in parts], dim=2), torch.cat([p.k for p in parts], dim=2)
+        else:
+            q, k = parts[0].q, parts[0].k
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           dropout_p=drop, is_causal=self.causal)   # (B, nh, T, hs)
+        # The layer's own new heads lead q and k; hand on (as views) those some later layer reads.
+        handed = QueryKey(q, k).heads(0, self.n_read_later) if self.n_read_later else None
+        return y.transpose(1, 2), handed
+
+    def _materialized(self, q: Tensor, k: Tensor, v: Tensor, received: Received,
+                      drop: float) -> tuple[Tensor, AttentionProbs | None]:
+        """Materialized heads (all on eager; on sdpa those a later layer reads), the other new heads
+        fused, reused heads as P·V on the probabilities handed in."""
+        assert received is None or isinstance(received, AttentionProbs)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)   # (B, h, T, hs)
+        n_new, n_mat = self.n_new, self.n_materialized
         outs: list[Tensor] = []
         own: AttentionProbs | None = None
-
-        if n_mat > 0:  # new heads whose probabilities are materialized (all of them on eager)
+        if n_mat > 0:
             probs = self._probabilities(q[:, :n_mat], k[:, :n_mat])   # (B, n_mat, T, T)
             outs.append(_dropout(probs, drop) @ v[:, :n_mat])
             own = AttentionProbs((probs,))
-        if n_mat < n_new:  # the rest of the new heads go through the fused kernel
+        if n_mat < n_new:
             outs.append(F.scaled_dot_product_attention(
                 q[:, n_mat:], k[:, n_mat:], v[:, n_mat:n_new], dropout_p=drop, is_causal=self.causal))
         reused: AttentionProbs | None = None
@@ -161,11 +197,9 @@ class ReuseAttention(nn.Module):
                 stop = start + chunk.shape[1]
                 outs.append(_dropout(chunk, drop) @ v[:, start:stop])
                 start = stop
-
         # Concatenate as (B, T, nh, hs): one copy, after which the reshape to (B, T, C) is a view.
         # (Concatenating over heads first and then transposing would copy twice.)
         y = torch.cat([o.transpose(1, 2) for o in outs], dim=2) if len(outs) > 1 else outs[0].transpose(1, 2)
-        y = self.proj(y.reshape(B, T, self.n_heads * hs))
         return y, self._hand_on(own, reused)
 
     def _probabilities(self, q: Tensor, k: Tensor) -> Tensor:
@@ -180,7 +214,10 @@ class ReuseAttention(nn.Module):
         bias = getattr(self, "_bias_cache", None)
         if bias is None or bias.shape[-1] != T or bias.device != like.device or bias.dtype != like.dtype:
             bias = torch.full((T, T), float("-inf"), device=like.device, dtype=like.dtype).triu_(1)
-            self._bias_cache = bias
+            if not torch.compiler.is_compiling():
+                # Set inside a compiled call it would change the module it was traced on, and the
+                # next call would compile again; there the graph builds the mask itself.
+                self._bias_cache = bias
         return bias
 
     def _hand_on(self, own: AttentionProbs | None, reused: AttentionProbs | None) -> AttentionProbs | None:
@@ -258,7 +295,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, received: AttentionProbs | None) -> LayerOutput:
+    def forward(self, x: Tensor, received: Received) -> LayerOutput:
         a, handed_on = self.attn(self.ln_1(x), received)
         x = x + self.dropout(a)
         x = x + self.mlp(self.ln_2(x))
@@ -272,8 +309,10 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.plan = ReusePlan.from_config(cfg)
-        # The last layer reading each layer's handed-on probabilities (a later reader overwrites).
-        self._last_reader = {src: layer for layer, src in enumerate(self.plan.source) if src is not None}
+        # Per layer, the layers whose handed-on tensors it is the last to read (a later reader overwrites).
+        last_reader = {src: layer for layer, reads in enumerate(self.plan.reads) for src in reads}
+        self._last_read_at = tuple(tuple(src for src, last in last_reader.items() if last == layer)
+                                   for layer in range(cfg.n_layers))
         if cfg.input_kind == "tokens":
             self.embed: nn.Module = nn.Embedding(cfg.vocab_size, cfg.d_model)
         else:
@@ -294,13 +333,12 @@ class Transformer(nn.Module):
         if x.is_floating_point():  # patches made in float32 elsewhere (an accuracy task) join the model's dtype
             x = x.to(self.pos.weight.dtype)
         h = self.drop(self.embed(x) + self.pos.weight[:T])              # (B, T, C)
-        handed: list[AttentionProbs | None] = []
+        handed: list[HandedOn | None] = []
         for layer, block in enumerate(self.blocks):
-            src = self.plan.source[layer]
-            out = block(h, handed[src] if src is not None else None)
+            out = block(h, self._received(layer, handed))
             h = out.hidden
             handed.append(out.handed_on)
-            if src is not None and self._last_reader[src] == layer:
+            for src in self._last_read_at[layer]:
                 # Without grad nothing else holds them: keeping every layer's probabilities to the
                 # end made inference peak at L x (B, K, T, T) instead of about two layers' worth.
                 handed[src] = None
@@ -310,6 +348,14 @@ class Transformer(nn.Module):
         # Classification pools over positions a causal model may read: the last token when causal.
         pooled = h[:, -1] if self.config.causal else h.mean(dim=1)       # (B, C)
         return self.head(pooled)                                         # (B, n_classes)
+
+
+    def _received(self, layer: int, handed: list[HandedOn | None]) -> Received:
+        if self.config.reuse_impl == "recompute":  # a slice of each origin layer's q and k, as views
+            return tuple(cast(QueryKey, handed[src]).heads(start, stop)
+                         for src, start, stop in self.plan.origin_runs[layer])
+        src = self.plan.source[layer]
+        return handed[src] if src is not None else None
 
 
 def torch_dtype(cfg: TransformerConfig) -> torch.dtype:

@@ -49,37 +49,41 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+# How heads are computed: materialized or fused (eager, sdpa), or recomputed reuse (sdpa only).
+IMPLS = [("eager", "materialize"), ("sdpa", "materialize"), ("sdpa", "recompute")]
+
+
+@pytest.mark.parametrize("backend,impl", IMPLS)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("mode", ["forward", "train"])
-def test_counted_flops_equal_analytic(backend: str, causal: bool, mode: str) -> None:
+def test_counted_flops_equal_analytic(backend: str, impl: str, causal: bool, mode: str) -> None:
     for d, h, n_layers, k, p, source, kind, head in SHAPES:
         cfg = small(d_model=d, n_heads=h, n_layers=n_layers, reuse_heads=k, reuse_layers=p, reuse_source=source,
-                    input_kind=kind, task_head=head, backend=backend, causal=causal)
+                    input_kind=kind, task_head=head, backend=backend, reuse_impl=impl, causal=causal)
         model, x, y = built(cfg, 2, 11)
         counted = count_flops(model, x, y, mode)  # type: ignore[arg-type]
         analytic = analytic_cost(cfg, 2, 11, mode)  # type: ignore[arg-type]
         assert counted.total == analytic.total, (cfg, counted.by_op, dict(analytic.by_component))
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
-def test_counted_flops_with_dropout_follow_the_kernel_torch_picks(backend: str) -> None:
+@pytest.mark.parametrize("backend,impl", IMPLS)
+def test_counted_flops_with_dropout_follow_the_kernel_torch_picks(backend: str, impl: str) -> None:
     # Attention dropout in a training step sends CPU SDPA to its math path (4 backward matmuls per
     # head, not the fused kernel's 5); residual dropout adds no matmul.
-    cfg = small(backend=backend, reuse_heads=2, attn_dropout=0.2, dropout=0.1)
+    cfg = small(backend=backend, reuse_impl=impl, reuse_heads=2, attn_dropout=0.2, dropout=0.1)
     model, x, y = built(cfg, 2, 9)
     for mode in ("forward", "train"):
         assert count_flops(model, x, y, mode).total == analytic_cost(cfg, 2, 9, mode).total
-    # Without dropout each fused head's backward recomputes QKᵀ: one more T²·d_h matmul per fused head.
-    fused_heads = sum(split.fused for split in head_splits(cfg))
-    assert (fused_heads == 0) == (backend == "eager")
-    no_dropout = analytic_cost(small(backend=backend, reuse_heads=2), 2, 9, "train").total
-    assert no_dropout - analytic_cost(cfg, 2, 9, "train").total == fused_heads * 2 * 2 * 9 * 9 * cfg.d_head
+    # Without dropout each SDPA head's backward recomputes QKᵀ: one more T²·d_h matmul per head.
+    sdpa_heads = sum(split.sdpa for split in head_splits(cfg))
+    assert (sdpa_heads == 0) == (backend == "eager")
+    no_dropout = analytic_cost(small(backend=backend, reuse_impl=impl, reuse_heads=2), 2, 9, "train").total
+    assert no_dropout - analytic_cost(cfg, 2, 9, "train").total == sdpa_heads * 2 * 2 * 9 * 9 * cfg.d_head
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
-def test_every_matmul_the_models_run_is_counted(backend: str) -> None:
-    cfg = small(backend=backend, reuse_heads=2, causal=True, input_kind="patches")
+@pytest.mark.parametrize("backend,impl", IMPLS)
+def test_every_matmul_the_models_run_is_counted(backend: str, impl: str) -> None:
+    cfg = small(backend=backend, reuse_impl=impl, reuse_heads=2, causal=True, input_kind="patches")
     model, x, y = built(cfg, 2, 8)
     ops = ops_run(model, x, y, "train")
     assert not uncounted_matmul_ops(ops)
@@ -87,7 +91,8 @@ def test_every_matmul_the_models_run_is_counted(backend: str) -> None:
     if backend == "sdpa":  # the CPU fused kernels run and carry FLOPs
         assert counted["aten._scaled_dot_product_flash_attention_for_cpu"] > 0
         assert counted["aten._scaled_dot_product_flash_attention_for_cpu_backward"] > 0
-    assert "aten.matmul" not in ops and "aten.bmm" in ops  # 4-D `@` reaches the counter as bmm
+    assert "aten.matmul" not in ops
+    assert ("aten.bmm" in ops) == (impl == "materialize")  # 4-D `@` reaches the counter as bmm; recompute has none
 
 
 def test_uncounted_matmul_ops_flags_unknown_products() -> None:
@@ -264,16 +269,16 @@ def test_counted_ratio_matches_direction_at_small_sizes() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("backend,impl", IMPLS)
 @pytest.mark.parametrize("causal", [False, True])
-def test_activation_bytes_equal_saved_tensor_bytes(dtype: str, backend: str, causal: bool) -> None:
+def test_activation_bytes_equal_saved_tensor_bytes(dtype: str, backend: str, impl: str, causal: bool) -> None:
     # Per dtype: activations in it, CPU layer-norm statistics and dropout masks too, logsumexp and
     # the loss in float32, and the math path (attention dropout) upcasting to float32.
     cases = [dict(reuse_heads=0), dict(reuse_heads=1), dict(reuse_heads=2, reuse_source="first"),
              dict(reuse_heads=3, task_head="lm"), dict(reuse_heads=4, input_kind="patches"),
              dict(reuse_heads=2, attn_dropout=0.1, dropout=0.1), dict(reuse_heads=2, reuse_layers=1)]
     for overrides in cases:
-        cfg = small(backend=backend, causal=causal, dtype=dtype, **overrides)
+        cfg = small(backend=backend, reuse_impl=impl, causal=causal, dtype=dtype, **overrides)
         for batch in (1, 3):
             model, x, y = built(cfg, batch, 13)
             assert analytic_cost(cfg, batch, 13, "train").activation_bytes == saved_activation_bytes(model, x, y), \
@@ -283,9 +288,10 @@ def test_activation_bytes_equal_saved_tensor_bytes(dtype: str, backend: str, cau
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_counted_flops_equal_analytic_in_half_precision(dtype: str) -> None:
-    for (d, h, n_layers, k, p, source, kind, head), backend in itertools.product(SHAPES[1:4], ["eager", "sdpa"]):
+    for (d, h, n_layers, k, p, source, kind, head), (backend, impl) in itertools.product(SHAPES[1:4], IMPLS):
         cfg = small(d_model=d, n_heads=h, n_layers=n_layers, reuse_heads=k, reuse_layers=p, reuse_source=source,
-                    input_kind=kind, task_head=head, backend=backend, causal=True, dtype=dtype, attn_dropout=0.1)
+                    input_kind=kind, task_head=head, backend=backend, reuse_impl=impl, causal=True, dtype=dtype,
+                    attn_dropout=0.1)
         model, x, y = built(cfg, 2, 11)
         for mode in ("forward", "train"):
             assert count_flops(model, x, y, mode).total == analytic_cost(cfg, 2, 11, mode).total, (cfg, mode)

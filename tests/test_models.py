@@ -18,7 +18,9 @@ from models.config import ConfigError, TransformerConfig
 from models.cost import param_count
 from models.flops import count_flops
 from models.registry import UnknownModelError, build_model
-from models.transformer import AttentionProbs, ReuseAttention, Transformer, _Probabilities, loss_fn, make_inputs
+from models.plan import ReusePlan
+from models.transformer import (AttentionProbs, QueryKey, ReuseAttention, Transformer, _Probabilities, loss_fn,
+                                make_inputs)
 
 B, T = 2, 13  # T differs from every model width below, so T×T tensors are recognisable by shape
 
@@ -162,21 +164,40 @@ REUSED = {
 }
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+def probs_from(received: tuple[QueryKey, ...], causal: bool) -> Tensor:
+    """(B, h, T, T) probabilities a recomputing layer's reused heads get from their origins' q, k."""
+    q, k = (torch.cat([getattr(part, name) for part in received], dim=2).transpose(1, 2) for name in "qk")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return scores.softmax(dim=-1)
+
+
+@pytest.mark.parametrize("k,source", list(REUSED))
+@pytest.mark.parametrize("impl", ["materialize", "recompute"])
+def test_the_plan_names_the_hand_worked_origins(k: int, source: str, impl: str) -> None:
+    plan = ReusePlan.from_config(TransformerConfig(**small(reuse_heads=k, reuse_source=source, reuse_impl=impl)))
+    assert {layer: list(o) for layer, o in enumerate(plan.origins) if o} == REUSED[(k, source)]
+
+
+@pytest.mark.parametrize("backend,impl", [("eager", "materialize"), ("sdpa", "materialize"), ("sdpa", "recompute")])
 @pytest.mark.parametrize("k,source", list(REUSED))
 @pytest.mark.parametrize("train", [False, True])
-def test_each_layer_reuses_the_heads_the_paper_says(backend: str, k: int, source: str, train: bool) -> None:
+def test_each_layer_reuses_the_heads_the_paper_says(backend: str, impl: str, k: int, source: str,
+                                                    train: bool) -> None:
     causal = source == "first"  # cover the mask too without doubling the grid
     # In training, attention dropout must hit only where probabilities are used, never what is handed on.
-    model = seeded("reuse", small(backend=backend, reuse_heads=k, reuse_source=source, causal=causal,
-                                  attn_dropout=0.5 if train else 0.0))
+    model = seeded("reuse", small(backend=backend, reuse_impl=impl, reuse_heads=k, reuse_source=source,
+                                  causal=causal, attn_dropout=0.5 if train else 0.0))
     inputs: dict[int, Tensor] = {}
     received: dict[int, Tensor] = {}
 
     def capture(layer: int) -> Any:
-        def hook(module: ReuseAttention, args: tuple[Tensor, AttentionProbs | None]) -> None:
+        def hook(module: ReuseAttention, args: tuple[Tensor, Any]) -> None:
             inputs[layer] = args[0].detach()
-            if module.n_reused:
+            if module.n_reused and impl == "recompute":  # the origins' q and k: what their probabilities are
+                received[layer] = probs_from(args[1], causal).detach()
+            elif module.n_reused:
                 assert args[1] is not None
                 received[layer] = torch.cat(args[1].first(module.n_reused).chunks, dim=1).detach()
         return hook
@@ -312,6 +333,8 @@ def test_probabilities_function_gradcheck(causal: bool) -> None:
     (dict(reuse_heads=1, reuse_ratio=0.5), "reuse_ratio"),
     (dict(n_layerz=2), "n_layerz"),
     (dict(dtype="float64"), "dtype"),
+    (dict(reuse_impl="fused"), "reuse_impl"),
+    (dict(reuse_heads=2, reuse_impl="recompute", backend="eager"), "reuse_impl"),
 ])
 def test_config_errors_name_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as err:
