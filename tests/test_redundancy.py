@@ -118,7 +118,8 @@ def per_layer(model: nn.Module, x: Tensor) -> list[Tensor]:
     return out
 
 
-@pytest.mark.parametrize("over", [{}, {"causal": True, "reuse_heads": 2}, {"reuse_heads": 4, "backend": "eager"}])
+@pytest.mark.parametrize("over", [{}, {"causal": True, "reuse_heads": 2}, {"reuse_heads": 4, "backend": "eager"},
+                                  {"causal": True, "reuse_heads": 2, "reuse_impl": "recompute"}])
 def test_hooked_probabilities_are_the_ones_each_layer_used(over: dict[str, Any]) -> None:
     # What the hooks return, times each layer's v and through its output projection, must give
     # exactly the layer's output: the probabilities are the model's own, in its head order.
@@ -136,10 +137,10 @@ def test_hooked_probabilities_are_the_ones_each_layer_used(over: dict[str, Any])
     for attn, p, (h, y) in zip((b.attn for b in model.blocks), probs, seen):
         B, T, C = h.shape
         assert p.shape == (B, 4, T, T)
-        v = attn.qkv(h).view(B, T, -1, attn.d_head).transpose(1, 2)[:, 2 * attn.n_new:]
+        v = attn.qkv(h).view(B, T, -1, attn.d_head).transpose(1, 2)[:, 2 * attn.n_new:]   # (B, H, T, hs)
         rebuilt = attn.proj((p @ v).transpose(1, 2).reshape(B, T, C))
         torch.testing.assert_close(rebuilt, y, rtol=1e-4, atol=1e-5)
-    if over.get("reuse_heads") == 2:   # layer 1's reused heads are layer 0's first two, exactly
+    if over.get("reuse_heads") == 2:   # layer 1's reused heads are layer 0's first two
         sims = redundancy_of(model, "m", x, counted_queries(torch.ones(2, 12, dtype=torch.bool), True)).pair(0, 1)
         assert [sims[0][2], sims[1][3]] == [pytest.approx(1.0), pytest.approx(1.0)]
 

@@ -10,7 +10,8 @@ Where the probabilities come from:
 - this repository's Transformer (models/transformer.py): a forward pre-hook on each attention
   module recomputes its new heads' probabilities from the module's own q/k projection (the fused
   kernel never materializes them) and takes its reused heads from what the module received, in
-  the module's head order: new heads, then reused ones;
+  the module's head order: new heads, then reused ones. The probabilities are computed in float32
+  whatever the model's dtype;
 - any other model, e.g. a "module:callable": a method `attention_probabilities(x)` returning an
   iterable of one (B, H, T, T) tensor of post-softmax probabilities per layer, in layer order,
   each a fresh tensor (a generator lets a long input hold one layer at a time). A model with
@@ -44,7 +45,7 @@ from harness.measure.similarity import Redundancy, head_similarity, summarize
 from harness.suite.task import PointTask
 from harness.tasks import Task
 from models.registry import build_model
-from models.transformer import AttentionProbs, ReuseAttention, Transformer, make_inputs, torch_dtype
+from models.transformer import Received, ReuseAttention, Transformer, make_inputs, torch_dtype
 
 # The first this many held-out inputs are the batch every model of an accuracy suite is measured
 # on: enough queries that the mean is stable, small enough that a layer's probabilities stay small.
@@ -62,22 +63,33 @@ class NoAttentionError(TypeError):
 
 
 # ---- where the probabilities come from -------------------------------------------------------
-def _all_heads(attn: ReuseAttention, h: Tensor, received: AttentionProbs | None) -> Tensor:
-    """(B, H, T, T) float32 probabilities of every head of `attn` on its input `h`, in its head order."""
+def _all_heads(attn: ReuseAttention, h: Tensor, received: Received) -> Tensor:
+    """(B, H, T, T) float32 probabilities of every head of `attn` on its input `h`, in its head order.
+
+    Reused heads come from what the layer received: the probabilities themselves (reuse_impl
+    materialize) or their origin heads' q and k, from which the layer recomputes them (recompute).
+    """
     B, T, _ = h.shape
-    heads: list[Tensor] = []
-    if attn.n_new:
-        qkv = attn.qkv(h).view(B, T, -1, attn.d_head).transpose(1, 2).float()   # (B, nh_total, T, hs)
-        q, k = qkv[:, :attn.n_new], qkv[:, attn.n_new:2 * attn.n_new]
-        scores = q @ k.transpose(-2, -1) / math.sqrt(attn.d_head)
-        if attn.causal:
-            future = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
-            scores = scores.masked_fill(future, float("-inf"))
-        heads.append(torch.softmax(scores, dim=-1))
-    if attn.n_reused:
+    q, k, _ = attn.qkv(h).view(B, T, -1, attn.d_head).split([attn.n_new, attn.n_new, attn.n_heads], dim=2)
+    query_keys = [(q, k)]                                      # (B, T, h, hs) each
+    given: list[Tensor] = []
+    if isinstance(received, tuple):
+        query_keys += [(part.q, part.k) for part in received]
+    elif attn.n_reused:
         assert received is not None, "a reusing layer is always handed probabilities"
-        heads.extend(chunk.float() for chunk in received.first(attn.n_reused).chunks)
-    return torch.cat(heads, dim=1)
+        given = [chunk.float() for chunk in received.first(attn.n_reused).chunks]
+    computed = [_softmax(q, k, attn.causal) for q, k in query_keys if q.shape[2]]
+    return torch.cat(computed + given, dim=1)
+
+
+def _softmax(q: Tensor, k: Tensor, causal: bool) -> Tensor:
+    """softmax(q kᵀ / sqrt(hs)) with the causal mask, for (B, T, h, hs) q and k -> (B, h, T, T)."""
+    q, k = q.transpose(1, 2).float(), k.transpose(1, 2).float()
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        T = scores.shape[-1]
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return torch.softmax(scores, dim=-1)
 
 
 def _hooked(model: Transformer, x: Tensor, sink: Sink) -> None:
