@@ -16,7 +16,8 @@ from harness.gate.confirm import confirm
 from harness.gate.markdown import render_markdown
 from harness.compare.policy import MetricRule, Policy, PolicyError, Rule, load_policy
 from harness.gate.table import terminal
-from harness.compare.verdict import Verdict, adjust, decide, ratio_of_ratios, t_two_sided, time_change
+from harness.compare.timing import Timing, speedup_change, time_change
+from harness.compare.verdict import Verdict, adjust, decide
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,8 +57,15 @@ def _pair(rng: np.random.Generator, shift: float = 0.0, noise: float = 0.02, n: 
     return _run(base), _run(cand)
 
 
+# 10% for every statistical check: no built-in rule (e.g. the looser one for unpaired speedups) applies.
 TIGHT = Policy(metrics={**Policy().metrics, "time_ms": MetricRule(threshold=0.10),
-                        "speedup": MetricRule(threshold=0.10), "efficiency": MetricRule(threshold=0.10)})
+                        "speedup": MetricRule(threshold=0.10), "efficiency": MetricRule(threshold=0.10)}, rules=())
+
+
+def _unpaired(samples: np.ndarray | list[np.ndarray]) -> Timing:
+    """One row's timings: a flat array is one round, a list of arrays one per round."""
+    rounds = samples if isinstance(samples, list) else [samples]
+    return Timing(tuple(np.asarray(r, dtype=np.float64) for r in rounds), lockstep=False, pair_id=None)
 
 
 def _verdicts(comparison, metric: str) -> dict[str, Verdict]:
@@ -152,8 +160,8 @@ def test_holm_keeps_false_alarms_at_the_nominal_rate_over_many_null_trials() -> 
 
 def test_ratio_of_ratios_test_is_calibrated_under_the_null() -> None:
     rng = np.random.default_rng(6)
-    p = np.array([ratio_of_ratios(*(np.exp(rng.normal(0.0, 0.1, 12)) * m for m in (1.0, 1.3, 1.0, 1.3)),
-                                  n_boot=1000, seed=t).p for t in range(300)])
+    p = np.array([speedup_change(*(_unpaired(np.exp(rng.normal(0.0, 0.1, 12)) * m) for m in (1.0, 1.3, 1.0, 1.3)),
+                                 ab_lockstep=False, interleaved=False).p for t in range(300)])
     assert abs(float(np.mean(p < 0.05)) - 0.05) < 3 * math.sqrt(0.05 * 0.95 / 300)
 
 
@@ -166,7 +174,7 @@ def test_rounds_are_the_unit_of_replication_in_interleaved_runs() -> None:
         base, cand = ([np.exp(rng.normal(0.0, 0.03, n) + rng.normal(0.0, 0.15)) for _ in range(rounds)]
                       for _ in range(2))
         for samples, is_pooled in (((np.concatenate(base), np.concatenate(cand)), True), ((base, cand), False)):
-            ratio, low, high, p = time_change(*samples, n_boot=500)
+            ratio, low, high, p = time_change(*map(_unpaired, samples), ab_lockstep=False, interleaved=True).as_tuple()
             alarm = decide(ratio, low, high, p, threshold, True, 0.01) == Verdict.REGRESSED
             pooled_alarms += int(alarm and is_pooled)
             round_alarms += int(alarm and not is_pooled)
@@ -177,7 +185,7 @@ def test_rounds_are_the_unit_of_replication_in_interleaved_runs() -> None:
 def test_student_t_tail_matches_tables() -> None:
     # two-sided critical values from any t table: (t, df) -> P(|T| >= t)
     for t, df, p in ((12.706, 1, 0.05), (4.303, 2, 0.05), (5.841, 3, 0.01), (2.228, 10, 0.05), (1.96, 10**6, 0.05)):
-        assert t_two_sided(t, df) == pytest.approx(p, rel=2e-3)
+        assert stats.t_two_sided(t, df) == pytest.approx(p, rel=2e-3)
 
 
 def test_paired_rounds_detect_a_slowdown_despite_shared_load_swings() -> None:
@@ -185,7 +193,7 @@ def test_paired_rounds_detect_a_slowdown_despite_shared_load_swings() -> None:
     loads = rng.normal(0.0, 0.3, 5)  # big swings, but each round's load hits both sides alike
     base = [np.exp(rng.normal(0.0, 0.03, 15) + load) for load in loads]
     cand = [1.2 * np.exp(rng.normal(0.0, 0.03, 15) + load) for load in loads]
-    ratio, low, high, p = time_change(base, cand)
+    ratio, low, high, p = time_change(_unpaired(base), _unpaired(cand), ab_lockstep=False, interleaved=True).as_tuple()
     assert decide(ratio, low, high, p, 0.10, True, 0.01) == Verdict.REGRESSED
 
 

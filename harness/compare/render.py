@@ -18,7 +18,7 @@ COLUMNS: tuple[str, ...] = ("verdict", "metric", "point", "variant", "baseline",
 STATISTICAL: frozenset[str] = frozenset(m for m, kind in METRIC_KINDS.items() if kind == "statistical")
 # Failing verdicts first, then what a reader should look at, then the rest.
 _ORDER = {Verdict.FAILED: 0, Verdict.MISSING: 1, Verdict.CHANGED: 2, Verdict.REGRESSED: 3,
-          Verdict.NOISY: 4, Verdict.IMPROVED: 5, Verdict.UNCHANGED: 6}
+          Verdict.NOISY: 4, Verdict.FEW: 4, Verdict.IMPROVED: 5, Verdict.UNCHANGED: 6}
 
 
 def value(metric: str, v: Any) -> str:

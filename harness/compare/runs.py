@@ -8,6 +8,9 @@ Machine independence: within-run ratios (reuse speedup over each baseline, and e
 the FLOP-ideal speedup) travel across machines, absolute times do not. So ratios are gated on any
 machine; absolute times only when the two runs' machine fingerprints match, and as information
 otherwise.
+
+Every statistical check is estimated by timing.py's choice of paired.py's estimators, whose
+method (lockstep pairs, round medians, one round of samples) is the check's note.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from harness.compare.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
 from harness.compare.rows import POINT_COLUMNS, num, point_label, scalar
 from harness.compare.within import comparisons
 from harness.results.load import Run
-from harness.compare.verdict import (Contrast, Verdict, adjust, decide, decide_exact, decide_percent, paired_contrast,
-                                  paired_logs, ratio_of_ratios, time_change)
+from harness.compare.paired import Contrast, no_interval
+from harness.compare.timing import speedup_change, time_change, timing
+from harness.compare.verdict import Verdict, adjust, decide, decide_exact, decide_percent
 
 Context = Literal["stored", "interleaved"]
 EXACT_METRICS: tuple[str, ...] = tuple(m for m, kind in METRIC_KINDS.items() if kind == "exact")
@@ -74,8 +78,8 @@ class Comparison:
         fail = {Verdict.REGRESSED, Verdict.CHANGED, Verdict.FAILED}
         if self.policy.fail_on_missing:
             fail.add(Verdict.MISSING)
-        if self.policy.fail_on_noisy:
-            fail.add(Verdict.NOISY)
+        if self.policy.fail_on_noisy:  # not enough evidence either way fails too
+            fail |= {Verdict.NOISY, Verdict.FEW}
         return [c for c in self.checks if c.gated and c.verdict in fail]
 
     @property
@@ -114,12 +118,12 @@ def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None =
     if not any(k in cand_rows for k in ok_base):
         raise NothingToCompare(f"no measured row of the baseline {base.path} appears in {cand.path}: "
                                "are both runs of the same suite (and model config)?")
-    paired = in_lockstep(base, cand)
-    common = {"context": context, "same_machine": same_machine, "lockstep": paired}
+    common = {"context": context, "same_machine": same_machine, "lockstep": in_lockstep(base, cand)}
+    notes = {"machine": f"different machines ({fp_base} vs {fp_cand}): absolute time shown, not gated"}
     for key, brow in ok_base.items():
-        result.checks += _row_checks(brow, cand_rows.get(key), policy, common, fp_base, fp_cand, paired)
+        result.checks += _row_checks(brow, cand_rows.get(key), policy, common, notes)
     result.new_rows = sum(1 for k, r in cand_rows.items() if r.get("status") == "ok" and k not in ok_base)
-    result.checks += _ratio_checks(base, cand, policy, common, paired)
+    result.checks += _ratio_checks(base, cand, policy, common)
     _judge_statistical(result.checks, policy)
     return result
 
@@ -131,49 +135,23 @@ def _rows_by_key(results: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]
     return {(r["point_id"], r["variant"]): r for r in results.to_dict("records")}
 
 
-def _samples(row: dict[str, Any]) -> np.ndarray:
-    values = row.get("time_ms_samples")
-    if not isinstance(values, (list, tuple, np.ndarray)):
-        return np.empty(0)
-    x = np.array([num(v) for v in values], dtype=np.float64)
-    return x[np.isfinite(x) & (x > 0)]
-
-
-def _rounds(row: dict[str, Any]) -> list[np.ndarray]:
-    """The samples split by the worker (round) that took them; one round unless an A/B run."""
-    values = row.get("time_ms_samples")
-    if not isinstance(values, (list, tuple, np.ndarray)):
-        return []
-    x = np.array([num(v) for v in values], dtype=np.float64)
-    sizes = row.get("ab_round_sizes")
-    parts = [x]
-    if isinstance(sizes, (list, tuple, np.ndarray)) and len(sizes) > 1 and int(np.sum(sizes)) == x.size:
-        parts = np.split(x, np.cumsum(sizes)[:-1].astype(int))
-    kept = [p[np.isfinite(p) & (p > 0)] for p in parts]
-    return [p for p in kept if p.size]
-
-
 def _fields(row: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
     return {"point_id": row.get("point_id"), "variant": row.get("variant"),
             **{k: scalar(row.get(k)) for k in ROW_FIELDS}, **common}
 
 
-def _pairs(rows: list[dict[str, Any]], paired: bool) -> list[list[np.ndarray]] | None:
-    """Per-round pair log ratios of (base, cand) row pairs measured in lockstep; None if any is not."""
-    if not paired or not all(r.get("ab_lockstep") for r in rows):
-        return None
-    pairs = [paired_logs(_rounds(b), _rounds(c)) for b, c in zip(rows[::2], rows[1::2])]
-    return None if any(p is None for p in pairs) else pairs  # type: ignore[return-value]
+def _few(ratio: float, policy: Policy) -> Contrast:
+    return no_interval(ratio, f"fewer than min_samples={policy.min_samples} samples")
 
 
 def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Policy, common: dict[str, Any],
-                fp_base: str | None, fp_cand: str | None, paired: bool = False) -> list[Check]:
+                notes: dict[str, str]) -> list[Check]:
     fields = _fields(brow, common)
 
-    def make(metric: str, base: Any, cand: Any, **kw: Any) -> Check:
-        rule = policy.rule_for(metric, fields)
+    def make(metric: str, base: Any, cand: Any, at: dict[str, Any] = fields, **kw: Any) -> Check:
+        rule = policy.rule_for(metric, at)
         kw.setdefault("gated", rule.gate)
-        return Check(metric, str(brow["point_id"]), str(brow["variant"]), point_label(brow), fields,
+        return Check(metric, str(brow["point_id"]), str(brow["variant"]), point_label(brow), at,
                      base, cand, threshold=rule.threshold, **kw)
 
     if crow is None:
@@ -189,8 +167,8 @@ def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Polic
             continue  # not measured in the baseline: nothing to hold the candidate to
         if cand is None:
             checks.append(make(metric, base, None, verdict=Verdict.MISSING, note="not measured in the candidate"))
-        else:
-            checks.append(make(metric, base, cand, ratio=_ratio(base, cand), verdict=decide_exact(base, cand)))
+            continue
+        checks.append(make(metric, base, cand, ratio=_ratio(base, cand), verdict=decide_exact(base, cand)))
     base_mem, cand_mem = num(brow.get("peak_mem_bytes")), num(crow.get("peak_mem_bytes"))
     if math.isfinite(base_mem):
         if not math.isfinite(cand_mem):
@@ -200,24 +178,22 @@ def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Polic
             threshold = policy.rule_for("peak_mem_bytes", fields).threshold
             checks.append(make("peak_mem_bytes", int(base_mem), int(cand_mem), ratio=_ratio(base_mem, cand_mem),
                                verdict=decide_percent(base_mem, cand_mem, threshold)))
-    bs, cs = _samples(brow), _samples(crow)
+    bt, ct = timing(brow), timing(crow)
+    bs, cs = bt.samples(), ct.samples()
     if bs.size:
-        check = make("time_ms", float(np.median(bs)), float(np.median(cs)) if cs.size else None)
         if not cs.size:
-            check.verdict, check.note = Verdict.MISSING, "no timing samples in the candidate"
-        elif min(bs.size, cs.size) < policy.min_samples:
-            check.note = f"fewer than min_samples={policy.min_samples} samples"
-            check.ratio = float(np.median(cs)) / float(np.median(bs))
-        elif (pairs := _pairs([brow, crow], paired)) is not None:
-            check.ratio, check.ci_low, check.ci_high, check.p = paired_contrast(pairs, [1], policy.confidence).as_tuple()
-            check.note = "lockstep: step-by-step pairs"
+            checks.append(make("time_ms", float(np.median(bs)), None, verdict=Verdict.MISSING,
+                               note="no timing samples in the candidate"))
+            return checks
+        if min(bs.size, cs.size) < policy.min_samples:
+            contrast = _few(float(np.median(cs)) / float(np.median(bs)), policy)
         else:
-            check.ratio, check.ci_low, check.ci_high, check.p = time_change(_rounds(brow), _rounds(crow),
-                                                                            policy.confidence)
+            contrast = time_change(bt, ct, common["lockstep"], common["context"] == "interleaved", policy.confidence)
+        at = {**fields, "pairing": "lockstep" if contrast.paired else "sequential"}
+        check = make("time_ms", float(np.median(bs)), float(np.median(cs)), at, note=contrast.method)
+        check.ratio, check.ci_low, check.ci_high, check.p = contrast.as_tuple()
         if not common["same_machine"]:
-            check.gated = False
-            check.note = (f"different machines ({fp_base} vs {fp_cand}): absolute time shown, not gated"
-                          + (f"; {check.note}" if check.note else ""))
+            check.gated, check.note = False, f"{notes['machine']}; {check.note}"
         checks.append(check)
     return checks
 
@@ -228,7 +204,7 @@ def _ratio(base: Any, cand: Any) -> float:
 
 
 # ---- within-run ratio checks -------------------------------------------------------------------
-def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any], paired: bool = False) -> list[Check]:
+def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any]) -> list[Check]:
     """Speedup and efficiency of every reuse row against every baseline at its point."""
     base_comps, cand_comps = comparisons(base.results), comparisons(cand.results)
     if base_comps.empty or cand_comps.empty:
@@ -240,29 +216,24 @@ def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any], 
         other = cand_index.get((comp["point_id"], comp["reference_point_id"]))
         if other is None:
             continue  # the row checks already report the missing or failed row
-        pair = [rows_b[comp["reference_point_id"]], rows_b[comp["point_id"]],
-                rows_c[comp["reference_point_id"]], rows_c[comp["point_id"]]]
-        samples = [_samples(r) for r in pair]
+        timings = [timing(rows[pid]) for rows in (rows_b, rows_c) for pid in (comp["reference_point_id"],
+                                                                               comp["point_id"])]
+        if min(t.samples().size for t in timings) < policy.min_samples:
+            contrast = _few(_ratio(comp["speedup"], other["speedup"]), policy)
+        else:
+            contrast = speedup_change(*timings, common["lockstep"], common["context"] == "interleaved",
+                                      policy.confidence)
         fields = {**_fields(rows_b[comp["point_id"]], common), "reference_backend": comp["reference_backend"],
-                  "same_backend": bool(comp["same_backend"]), "reference_point_id": comp["reference_point_id"]}
+                  "same_backend": bool(comp["same_backend"]), "reference_point_id": comp["reference_point_id"],
+                  "pairing": "lockstep" if contrast.paired else "sequential"}
         variant = f"{comp['variant']} / {comp['reference_variant']}[{comp['reference_backend']}]"
         label = point_label(rows_b[comp["point_id"]])
-        if min(s.size for s in samples) < policy.min_samples:
-            contrast = Contrast(_ratio(comp["speedup"], other["speedup"]), math.nan, math.nan, math.nan, math.nan, None)
-            note = f"fewer than min_samples={policy.min_samples} samples"
-        elif (pairs := _pairs([pair[0], pair[2], pair[1], pair[3]], paired)) is not None:
-            # speedup_cand / speedup_base = (reference change) / (reuse change), pair by pair
-            contrast = paired_contrast(pairs, [1, -1], confidence=policy.confidence)
-            note = "lockstep: step-by-step pairs"
-        else:
-            contrast = ratio_of_ratios(*(_rounds(r) for r in pair), confidence=policy.confidence)
-            note = ""
-        speedup = _ratio_check("speedup", contrast, comp, other, variant, label, fields, policy, note)
+        speedup = _ratio_check("speedup", contrast, comp, other, variant, label, fields, policy)
         checks.append(speedup)
         scale = _ideal_scale(comp, other)
         if math.isfinite(scale):  # no FLOPs in one of the runs: there is no efficiency to compare
             efficiency = _ratio_check("efficiency", contrast.scaled(scale), comp, other, variant, label, fields,
-                                      policy, note)
+                                      policy)
             if scale == 1.0:
                 efficiency.same_test_as = speedup
             checks.append(efficiency)
@@ -270,11 +241,11 @@ def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any], 
 
 
 def _ratio_check(metric: str, contrast: Contrast, comp: dict[str, Any], other: dict[str, Any], variant: str,
-                 label: str, fields: dict[str, Any], policy: Policy, note: str) -> Check:
+                 label: str, fields: dict[str, Any], policy: Policy) -> Check:
     rule = policy.rule_for(metric, fields)
     return Check(metric, str(comp["point_id"]), variant, label, fields, scalar(comp[metric]), scalar(other[metric]),
                  ratio=contrast.estimate, ci_low=contrast.low, ci_high=contrast.high, p=contrast.p,
-                 threshold=rule.threshold, gated=rule.gate, note=note)
+                 threshold=rule.threshold, gated=rule.gate, note=contrast.method)
 
 
 def _rows_by_id(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -290,8 +261,15 @@ def _ideal_scale(base_comp: dict[str, Any], cand_comp: dict[str, Any]) -> float:
 
 # ---- verdicts of the statistical checks ----------------------------------------------------
 def _judge_statistical(checks: list[Check], policy: Policy) -> None:
-    """Adjust p-values over the gated family (and, separately, the informational one), then decide."""
+    """Adjust p-values over the gated family (and, separately, the informational one), then decide.
+
+    A check without an interval was never tested: "too few samples", outside the family.
+    """
     statistical = [c for c in checks if METRIC_KINDS.get(c.metric) == "statistical" and c.verdict != Verdict.MISSING]
+    for check in statistical:
+        if not (math.isfinite(check.ci_low) and math.isfinite(check.ci_high)):
+            check.p, check.verdict = math.nan, Verdict.FEW
+    statistical = [c for c in statistical if c.verdict != Verdict.FEW]
     for family in ([c for c in statistical if c.gated], [c for c in statistical if not c.gated]):
         if not family:
             continue

@@ -9,8 +9,10 @@ compares variants through `comparisons`, so the rules live in one place:
   shown against the fused (SDPA) baseline as well as the eager one: fused attention never
   materializes the probabilities reuse hands on, so a speedup over the eager baseline alone
   overstates reuse.
-- Speedups are baseline time ÷ candidate time (> 1: the candidate is faster), with a bootstrap CI
-  computed from the raw samples, never from the summary columns alone.
+- Speedups are baseline time ÷ candidate time (> 1: the candidate is faster), estimated from the
+  raw samples, never from the summary columns alone: from per-pair ratios when the two rows were
+  measured in lockstep, with Student's t over rounds (harness.compare.paired, timing.py), else by
+  the unpaired fallback the rows allow. `speedup_ci_method` says which made the interval.
 - A missing metric gives NaN in its column, never an exception: a run killed halfway or a suite
   measuring only memory must still load and compare.
 """
@@ -23,9 +25,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from harness import stats
 from harness.compare import fmt
+from harness.compare.paired import Contrast, no_interval
 from harness.compare.rows import POINT_COLUMNS, axes, num, scalar
+from harness.compare.timing import speedup as estimate_speedup, timing
 from models.config import REUSE_KEYS
 
 BASELINE_MODEL = "baseline"
@@ -33,21 +36,14 @@ BASELINE_MODEL = "baseline"
 # backend is a reference of its own.
 _WHERE: tuple[str, ...] = tuple(c for c in POINT_COLUMNS if c != "backend")
 # Swept keys that may differ between a candidate and the baselines it is compared with: reuse
-# settings (the baseline has none) and the backend.
-_NOT_GROUPING: frozenset[str] = REUSE_KEYS | set(POINT_COLUMNS)
+# settings (the baseline has none), the backend and compilation (how each side is run: the
+# strongest implementation on each side is what counts).
+_NOT_GROUPING: frozenset[str] = REUSE_KEYS | set(POINT_COLUMNS) | {"compile"}
 # Baseline backends listed first in tables; any other backend follows in sorted order.
 PREFERRED_BACKENDS: tuple[str, ...] = ("eager", "sdpa")
 
 
 # ---- comparisons -----------------------------------------------------------------------------
-
-
-def _samples(value: Any) -> np.ndarray:
-    """Finite raw samples of a list column; empty when the metric was not measured."""
-    if not isinstance(value, (list, tuple, np.ndarray)):
-        return np.empty(0)
-    values = np.array([num(v) for v in value], dtype=np.float64)
-    return values[np.isfinite(values)]
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -59,7 +55,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 def _median_time(row: dict[str, Any]) -> float:
     median = num(row.get("time_ms_median"))
     if math.isnan(median):
-        samples = _samples(row.get("time_ms_samples"))
+        samples = timing(row).samples()
         median = float(np.median(samples)) if samples.size else math.nan
     return median
 
@@ -73,13 +69,12 @@ def _matches(candidate: dict[str, Any], baseline_axes: dict[str, Any]) -> bool:
     return all(axes(candidate).get(k, _MISSING) == v for k, v in baseline_axes.items())
 
 
-def _speedup_ci(reference: dict[str, Any], candidate: dict[str, Any]) -> tuple[float, float]:
-    ref, cand = _samples(reference.get("time_ms_samples")), _samples(candidate.get("time_ms_samples"))
-    # A single sample has no spread to resample; a zero-width interval would claim certainty.
-    if ref.size < 2 or cand.size < 2:
-        return math.nan, math.nan
-    _, low, high = stats.ratio_of_medians_ci(ref, cand)
-    return low, high
+def _speedup(reference: dict[str, Any], candidate: dict[str, Any], ref_time: float, cand_time: float) -> Contrast:
+    """The speedup's estimate and CI from the raw samples; without samples, the ratio of the stored medians."""
+    estimate = estimate_speedup(timing(reference), timing(candidate))
+    if math.isnan(estimate.estimate):
+        return no_interval(_ratio(ref_time, cand_time), "no samples")
+    return estimate
 
 
 def _flop_ratio(candidate: dict[str, Any], reference: dict[str, Any]) -> float:
@@ -93,15 +88,17 @@ def _flop_ratio(candidate: dict[str, Any], reference: dict[str, Any]) -> float:
 
 def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: dict[str, Any]) -> dict[str, Any]:
     cand_time, ref_time = _median_time(candidate), _median_time(reference)
-    speedup = _ratio(ref_time, cand_time)
-    ci_low, ci_high = _speedup_ci(reference, candidate) if math.isfinite(speedup) else (math.nan, math.nan)
+    speedup = _speedup(reference, candidate, ref_time, cand_time)
     mem_ratio = _ratio(num(candidate.get("peak_mem_bytes")), num(reference.get("peak_mem_bytes")))
     flop_ratio = _flop_ratio(candidate, reference)
     flop_ideal = _ratio(1.0, flop_ratio)
     backend, reference_backend = candidate.get("backend"), reference.get("backend")
+    # A swept `compile` splits candidate series (as backend does) without splitting the point.
+    compiled = {"compile": axes(candidate)["compile"]} if "compile" in axes(candidate) else {}
     return {
         **{column: scalar(candidate.get(column)) for column in _WHERE},
         **group_axes,
+        **compiled,
         "variant": candidate.get("variant"),
         "model": candidate.get("model"),
         "backend": backend,
@@ -113,14 +110,15 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
         "reuse_source": candidate.get("reuse_source"),
         "time_ms": cand_time,
         "reference_time_ms": ref_time,
-        "speedup": speedup,
-        "speedup_ci_low": ci_low,
-        "speedup_ci_high": ci_high,
+        "speedup": speedup.estimate,
+        "speedup_ci_low": speedup.low,
+        "speedup_ci_high": speedup.high,
+        "speedup_ci_method": speedup.method,
         "mem_ratio": mem_ratio,
         "mem_saving": 1.0 - mem_ratio,
         "flop_ratio": flop_ratio,
         "flop_ideal_speedup": flop_ideal,
-        "efficiency": _ratio(speedup, flop_ideal),
+        "efficiency": _ratio(speedup.estimate, flop_ideal),
         "accuracy_delta": num(candidate.get("accuracy_mean")) - num(reference.get("accuracy_mean")),
         "point_id": candidate.get("point_id"),
         "reference_point_id": reference.get("point_id"),
@@ -131,7 +129,7 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
 COMPARISON_COLUMNS: tuple[str, ...] = (
     *_WHERE, "variant", "model", "backend", "reference_variant", "reference_backend",
     "same_backend", "reuse_ratio", "reuse_heads", "reuse_source", "time_ms", "reference_time_ms",
-    "speedup", "speedup_ci_low", "speedup_ci_high", "mem_ratio", "mem_saving", "flop_ratio",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "speedup_ci_method", "mem_ratio", "mem_saving", "flop_ratio",
     "flop_ideal_speedup", "efficiency", "accuracy_delta", "point_id", "reference_point_id",
 )
 
@@ -197,6 +195,27 @@ def best_baseline(comps: pd.DataFrame) -> pd.DataFrame:
     return best.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
+def best_reuse(comps: pd.DataFrame) -> pd.DataFrame:
+    """Per point and reuse amount, the fastest candidate against the fastest baseline there.
+
+    The strongest implementation on each side: among every reuse form measured at a point (source,
+    implementation, backend, compiled or not) the one with the lowest median time, set against the
+    fastest baseline (`best_baseline`). The point is where candidates meet baselines, plus the
+    reuse ratio or K, which changes the model and not only how it runs. Untimed candidates are
+    left out; `forms` counts the candidates each best one was chosen from. Sorted by point.
+    """
+    best = best_baseline(comps)
+    best = best[best["time_ms"].map(lambda v: not math.isnan(num(v)))]
+    if best.empty:
+        return best.assign(forms=pd.Series(dtype=int))
+    axis_columns = [c for c in best.columns if c not in COMPARISON_COLUMNS and c != "compile"]
+    point = [*_WHERE, *axis_columns, "reuse_ratio", "reuse_heads"]
+    # How many forms there were to choose from: a "best" of one says nothing beyond its comparison.
+    forms = best.groupby(point, dropna=False, sort=False)["point_id"].transform("size")
+    ranked = best.assign(forms=forms).sort_values("time_ms", kind="mergesort")
+    return ranked.drop_duplicates(subset=point, keep="first").sort_values(point).reset_index(drop=True)
+
+
 # ---- plain-text summary ----------------------------------------------------------------------
 
 
@@ -236,7 +255,8 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
     """A compact table for the end of `harness run`: one line per candidate row.
 
     Each line shows the speedup [95% CI] and memory ratio against every baseline backend at its
-    point (eager and sdpa), and the FLOP-ideal speedup. `comps` defaults to comparisons(results).
+    point (eager and sdpa), and the FLOP-ideal speedup; the footer says which method made the CIs.
+    `comps` defaults to comparisons(results).
     """
     comps = comparisons(results) if comps is None else comps
     lines: list[str] = []
@@ -270,8 +290,11 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
         # Two spaces before each speedup and after the labels, one elsewhere: ~100 columns.
         gaps = [""] + [" "] * (len(labels) - 1) + ["  " if h.startswith("vs ") else " " for h in header[len(labels):]]
         lines += _render(header, rows, left=len(labels) - 1, gaps=gaps)
-        lines.append("vs X: speedup = baseline-on-X ms / candidate ms (>1: candidate faster),"
-                     " [95% bootstrap CI]")
+        lines.append("vs X: speedup = baseline-on-X ms / candidate ms (>1: candidate faster), [95% CI]")
+        # Which estimator made the intervals (lockstep pairs, round medians, one round of samples)
+        # or why a speedup has none: a reader weighs a CI by what it covers.
+        methods = comps["speedup_ci_method"].value_counts(sort=False)
+        lines += [f"CI: {method} ({n} of {len(comps)})" for method, n in methods.items()]
         lines.append("mem: candidate / baseline peak memory; ideal: speedup if time followed FLOPs"
                      + ("; acc+: accuracy gain in points" if show_accuracy else ""))
     if not results.empty and "status" in results.columns:
