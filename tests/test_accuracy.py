@@ -117,6 +117,12 @@ def test_mqar_accuracy_counts_only_query_positions() -> None:
     before = train_module.loss_fn(logits, y)
     logits[y == IGNORE_INDEX] = torch.randn(int((y == IGNORE_INDEX).sum()), 21) * 10
     assert torch.equal(before, train_module.loss_fn(logits, y))
+    # A bfloat16 model's loss is computed in float32 (bfloat16's 8 mantissa bits move it visibly).
+    wide = torch.randn(64, 1000) * 4
+    labels = torch.randint(0, 1000, (64,))
+    half = train_module.loss_fn(wide.bfloat16(), labels)
+    assert half.dtype == torch.float32
+    assert torch.equal(half, train_module.loss_fn(wide.bfloat16().float(), labels))
 
 
 def test_listops_shapes_and_labels() -> None:

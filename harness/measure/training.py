@@ -90,8 +90,12 @@ def lr_factor(step: int, warmup_steps: int, train_steps: int) -> float:
 
 
 def loss_fn(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy over scored targets; IGNORE_INDEX targets cost nothing."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX)
+    """Mean cross-entropy over scored targets; IGNORE_INDEX targets cost nothing.
+
+    In float32 whatever the model's dtype, as models.transformer.loss_fn: a log-softmax rounded to
+    bfloat16 moves the loss visibly (`.float()` of float32 logits is the tensor itself).
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
