@@ -1,9 +1,10 @@
 """Time, memory and FLOPs of one (point, variant): the `time`, `memory` and `flops` metrics.
 
 Order of work, all in the worker process:
-  build model and inputs (seeded, never all-zero) → warm-up steps, the last one under the FLOP
-  counter and the memory tracker (untimed) → timed steps until the 95% CI of the median is
-  within target or the budget is spent → optional profiler steps.
+  build model and inputs (seeded, never all-zero) → [compile: count FLOPs on the uncompiled
+  module, then torch.compile it and run the step that compiles, recording compile_s] → warm-up
+  steps, the last one under the FLOP counter and the memory tracker (untimed) → timed steps until
+  the 95% CI of the median is within target or the budget is spent → optional profiler steps.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -22,6 +23,15 @@ from harness.stats import stop_reason, summarize
 from models.config import REUSE_KEYS, TransformerConfig
 from models.registry import build_model, model_config
 from models.transformer import loss_fn, make_inputs, torch_dtype
+
+if TYPE_CHECKING:
+    from models.flops import Counted
+
+FLOPS_NOTE_COMPILED = "counted on the uncompiled module: the counter cannot see inside compiled kernels"
+
+
+class CompileError(RuntimeError):
+    """torch.compile could not compile (or run) the step; the message says why."""
 
 
 def input_config(task: PointTask) -> TransformerConfig:
@@ -96,19 +106,22 @@ def _analytic(task: PointTask, cfg: TransformerConfig) -> dict[str, Any]:
             "activation_bytes_analytic": int(cost.activation_bytes)}
 
 
-def _instrumented_step(task: PointTask, device: Device, step: Callable[[], object]) -> dict[str, Any]:
+def _instrumented_step(task: PointTask, device: Device, step: Callable[[], object],
+                       counted: Counted | None = None) -> dict[str, Any]:
     """The last warm-up step, run under the FLOP counter and/or the memory tracker (untimed).
 
     Counting on a real step of the very code that is timed, rather than a separate pass, keeps
     the counted FLOPs honest and costs no extra step. A matrix product the counter has no formula
-    for (a kernel a new torch or device introduces) puts `flops_warning` on the row.
+    for (a kernel a new torch or device introduces) puts `flops_warning` on the row. `counted`:
+    FLOPs already counted elsewhere (a compiled step's, on its uncompiled module); then only the
+    memory tracker runs here.
     """
     from contextlib import nullcontext
 
     from models.flops import StepCounter
 
     out: dict[str, Any] = {}
-    counter = StepCounter() if "flops" in task.metrics else None
+    counter = StepCounter() if "flops" in task.metrics and counted is None else None
     with counter if counter is not None else nullcontext():
         if "memory" in task.metrics:
             reset_peak_rss()
@@ -119,8 +132,36 @@ def _instrumented_step(task: PointTask, device: Device, step: Callable[[], objec
             step()
     if counter is not None:
         counted = counter.result()
+    if counted is not None:
         out.update(flops_counted=counted.total, flops_counted_by_op=counted.by_op, flops_warning=counted.warning())
     return out
+
+
+def compile_model(model: nn.Module, task: PointTask, x: torch.Tensor,
+                  y: torch.Tensor) -> tuple[nn.Module, Counted | None]:
+    """torch.compile(model), with the FLOPs of one step counted on the uncompiled module first.
+
+    The counter cannot see inside compiled kernels, and compiling leaves the matrix products as
+    they are. Counting before compiling, not after, also means no eager step changes the module
+    (a cache it fills) under a compiled graph that guards on it.
+    """
+    from models.flops import count_flops
+
+    counted = count_flops(model, x, y, task.mode) if "flops" in task.metrics else None  # type: ignore[arg-type]
+    return torch.compile(model), counted
+
+
+def run_compiling_step(step: Callable[[], object], device: Device) -> float:
+    """Seconds the first step of a compiled model takes: compilation (forward, and backward in a
+    training step) plus one step. Untimed; a failure becomes a CompileError with the reason."""
+    started = time.perf_counter()
+    try:
+        step()
+        device.synchronize()
+    except Exception as exc:  # inductor raises many types (a missing compiler, a lowering error, ...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+        raise CompileError(f"torch.compile failed: {type(exc).__name__}: {reason}") from exc
+    return time.perf_counter() - started
 
 
 def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None,
@@ -135,11 +176,19 @@ def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None
     # Built-in models are built in cfg.dtype already; a third-party one is cast to what its row says.
     model = build_model(task.model, task.model_config).to(device=task.device, dtype=torch_dtype(cfg))
     x, y = make_inputs(cfg, task.batch_size, task.seq_len, seed=task.seed, device=task.device)
-    step, optimizer = make_step(model, cfg, x, y, task.mode)
     row: dict[str, Any] = {
         "params": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),
+        "compile": task.compile,
     }
+    counted: Counted | None = None
+    if task.compile:
+        model, counted = compile_model(model, task, x, y)
+    step, optimizer = make_step(model, cfg, x, y, task.mode)
+    if task.compile:
+        row["compile_s"] = run_compiling_step(step, device)
+        if counted is not None:
+            row["flops_note"] = FLOPS_NOTE_COMPILED
 
     setup_started = time.perf_counter()
     # Warm-up; its last step is the instrumented one, so `warmup: 1` costs no plain step at all
@@ -153,7 +202,7 @@ def measure_speed(task: PointTask, device: Device, artifacts: Path | None = None
             # Free last step's gradients first: frees of blocks allocated before tracking began
             # are invisible to the tracker and would inflate the peak by the gradients' size.
             optimizer.zero_grad(set_to_none=True)
-        row.update(_instrumented_step(task, device, step))
+        row.update(_instrumented_step(task, device, step, counted))
         row["resting_mem_bytes"] = resting_bytes(model, (x, y), optimizer)
     if "flops" in task.metrics:
         row.update(_analytic(task, cfg))

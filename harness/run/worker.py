@@ -36,7 +36,7 @@ def base_row(task: PointTask) -> dict[str, Any]:
         seq_len=task.seq_len, batch_size=task.batch_size,
         reuse_ratio=cfg.get("reuse_ratio"), reuse_heads=cfg.get("reuse_heads"),
         reuse_source=cfg.get("reuse_source", "previous") if task.model != "baseline" else None,
-        axes=task.axes, model_config=cfg, seed=task.seed,
+        axes=task.axes, model_config=cfg, seed=task.seed, compile=task.compile,
         # The settings this row was measured with: an A/B round or a --set override may differ
         # from the suite's own measure block.
         measure=dataclasses.asdict(task.measure),

@@ -69,7 +69,8 @@ class Suite:
         return {
             "name": self.name, "description": self.description, "path": self.path,
             "model": dict(self.model),
-            "variants": {label: {"model": v.model, **v.overrides} for label, v in self.variants.items()},
+            "variants": {label: {"model": v.model, **({"compile": True} if v.compile else {}), **v.overrides}
+                         for label, v in self.variants.items()},
             "sweep": {**{axis: list(values) for axis, values in self.sweep.items()},
                       "zip": [_lists(group) for group in self.zip_groups],
                       "exclude": [_lists(rule) for rule in self.exclude]},
@@ -88,8 +89,8 @@ class Suite:
         zip_groups, exclude = sweep.pop("zip", []), sweep.pop("exclude", [])
         variants = {}
         for label, spec in data["variants"].items():
-            overrides = {k: v for k, v in spec.items() if k != "model"}
-            variants[label] = Variant(label, spec["model"], overrides)
+            overrides = {k: v for k, v in spec.items() if k not in ("model", "compile")}
+            variants[label] = Variant(label, spec["model"], overrides, bool(spec.get("compile", False)))
         accuracy = data.get("accuracy")
         return cls(
             name=data["name"], description=data["description"], path=data["path"],

@@ -19,7 +19,9 @@ from harness.tasks import TASKS
 from models.config import ConfigError, TransformerConfig
 from models.registry import ignored_keys, known_models
 
-POINT_AXES = ("device", "mode", "seq_len", "batch_size")  # swept axes that are not model config keys
+# Swept axes that are not model config keys. `compile` (torch.compile the model) may also be a
+# variant key: it is how a variant runs, applied to every model alike.
+POINT_AXES = ("device", "mode", "seq_len", "batch_size", "compile")
 AXIS_DEFAULTS: dict[str, tuple[Any, ...]] = {"device": ("cpu",), "mode": ("forward",), "batch_size": (1,)}
 # seq_len of a suite that only measures accuracy and sweeps none: the accuracy task picks its own.
 ACCURACY_ONLY_SEQ_LEN = 0
@@ -30,8 +32,8 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # labels end up in ids, fi
 _REGISTRY_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _MODEL_HINTS = type_hints(TransformerConfig)
-_AXIS_HINTS: dict[str, Any] = {"device": str, "mode": Mode, "seq_len": int, "batch_size": int, "task": str,
-                               **_MODEL_HINTS}
+_AXIS_HINTS: dict[str, Any] = {"device": str, "mode": Mode, "seq_len": int, "batch_size": int, "compile": bool,
+                               "task": str, **_MODEL_HINTS}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Variant:
     label: str
     model: str                 # registry name ("baseline", "reuse") or "package.module:callable"
     overrides: dict[str, Any]  # model config keys this variant sets
+    compile: bool = False      # torch.compile the model before measuring it
 
 
 @dataclass
@@ -84,8 +87,10 @@ def read_variants(check: Checker, raw: Any) -> dict[str, Variant]:
             check.report(path + ("model",), "a model name (required)", "nothing")
             continue
         model = spec["model"]
-        if _model_name_ok(check, path + ("model",), model):
-            variants[label] = Variant(label, model, model_config(check, path, spec, skip=("model",)))
+        compiled = check.value(path + ("compile",), spec["compile"], bool) if "compile" in spec else (True, False)
+        if _model_name_ok(check, path + ("model",), model) and compiled[0]:
+            variants[label] = Variant(label, model, model_config(check, path, spec, skip=("model", "compile")),
+                                      compiled[1])
     return variants
 
 
@@ -284,6 +289,10 @@ def check_ownership(check: Checker, model: dict[str, Any], variants: dict[str, V
             check.report(("model", key), f"{key} set in one place only",
                          f"it is also swept at {format_path(where)} ({check.line(where)})")
     for label, variant in variants.items():
+        if variant.compile and "compile" in sweep.written:
+            where = sweep.written["compile"]
+            check.report(("variants", label, "compile"), "a key that is either a variant key or swept, not both",
+                         f"compile also swept at {format_path(where)} ({check.line(where)})")
         ignored = ignored_keys(variant.model)
         for key in variant.overrides:
             path = ("variants", label, key)

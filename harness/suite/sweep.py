@@ -22,7 +22,7 @@ from models.config import REUSE_KEYS, TransformerConfig
 
 # ---- identity --------------------------------------------------------------------------------
 def point_id(variant: str, model: str, config: Mapping[str, Any], device: str, mode: str,
-             seq_len: int, batch_size: int, task: str | None = None) -> str:
+             seq_len: int, batch_size: int, task: str | None = None, compile: bool = False) -> str:
     """Readable prefix + hash of what is measured, e.g. `cpu-train-sdpa-n1024-b4-3f2a9c01de`.
 
     The hash covers the variant label, the model, the config keys that differ from
@@ -37,10 +37,12 @@ def point_id(variant: str, model: str, config: Mapping[str, Any], device: str, m
                 "mode": mode, "seq_len": seq_len, "batch_size": batch_size}
     if task is not None:  # only when a task is swept, so ids of other suites stay as they were
         identity["task"] = task
+    if compile:  # likewise only when compiled
+        identity["compile"] = True
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:10]
     prefix = f"{task}-" if task is not None else ""
-    prefix += f"{device}-{mode}-{resolved.backend}-n{seq_len}-b{batch_size}"
+    prefix += f"{device}-{mode}-{resolved.backend}{'-compiled' if compile else ''}-n{seq_len}-b{batch_size}"
     return f"{re.sub(r'[^A-Za-z0-9-]+', '', prefix)}-{digest}"
 
 
@@ -48,11 +50,11 @@ def group_key(task: PointTask) -> tuple[Any, ...]:
     """Identifies a point across variants, for comparing them (reuse ÷ baseline).
 
     (device, mode, seq_len, batch_size, then the other swept model keys as sorted (key, value)
-    pairs) with reuse keys left out (the baseline has none) and backend left out, so that reuse
-    on eager can be set against the baseline on both eager and SDPA: a fused baseline never
-    materializes attention probabilities, and a comparison with the eager one alone would
-    overstate what reuse saves. Tasks with equal group keys differ only in variant, reuse
-    settings and backend.
+    pairs) with reuse keys left out (the baseline has none) and backend and compile left out, so
+    that reuse on eager can be set against the baseline on both eager and SDPA, compiled or not: a
+    fused baseline never materializes attention probabilities, and a comparison with the eager one
+    alone would overstate what reuse saves. Tasks with equal group keys differ only in variant,
+    reuse settings, backend and compilation.
     """
     others = tuple(sorted((k, v) for k, v in task.axes.items()
                           if k not in REUSE_KEYS and k != "backend" and k not in POINT_AXES))
@@ -70,7 +72,9 @@ def expand(suite: Suite) -> list[PointTask]:
             config, axes = variant_view(suite.model, variant.model, variant.overrides, point)
             device, mode = point["device"], point["mode"]
             seq_len, batch_size = point["seq_len"], point["batch_size"]
-            pid = point_id(label, variant.model, config, device, mode, seq_len, batch_size, point.get("task"))
+            compiled = point.get("compile", variant.compile)
+            pid = point_id(label, variant.model, config, device, mode, seq_len, batch_size, point.get("task"),
+                           compiled)
             if pid in seen:
                 continue
             seen.add(pid)
@@ -79,7 +83,7 @@ def expand(suite: Suite) -> list[PointTask]:
                 model_config=TransformerConfig.from_dict(config).to_dict(),
                 axes=axes, device=device, mode=mode, seq_len=seq_len, batch_size=batch_size,
                 seed=suite.seed, metrics=suite.metrics, measure=suite.measure,
-                accuracy=_accuracy_at(suite, point),
+                accuracy=_accuracy_at(suite, point), compile=compiled,
             ))
     return tasks
 

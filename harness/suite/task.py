@@ -63,6 +63,7 @@ class PointTask:
     metrics: tuple[str, ...]
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     accuracy: AccuracyConfig | None = None
+    compile: bool = False          # torch.compile the model first (a variant key or a sweep axis)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
