@@ -5,7 +5,8 @@ Rules of the wording:
   otherwise it is "no clear difference" (see fmt.outcome);
 - every claim names the baseline backend it is against, and losses are said as plainly as wins;
 - the headline per (device, mode) is judged against the *fastest* baseline at each point, since
-  that is what a team would deploy instead of reuse.
+  that is what a team would deploy instead of reuse; where several reuse forms were measured, the
+  fastest of them is named against it at each point (the strongest implementation on each side).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness.compare import fmt
-from harness.compare.within import best_baseline
+from harness.compare.within import best_baseline, best_reuse
 from harness.report.frame import AxisPlan, finite, having, num, point_label, samples_of, series_name
 
 NOISY_CI = 0.05  # a median whose 95% CI reaches further than ±5% is flagged as noisy
@@ -94,6 +95,23 @@ def speed_findings(comps: pd.DataFrame, plan: AxisPlan, refs: list[str]) -> list
             clauses.append(f"has no {' or '.join(missing)} baseline to be judged against in this run")
         joined = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + ", and " + clauses[-1]
         out.append(f"{device} · {mode}: {_name(variant, backend, rows.iloc[0], plan)} {joined}.")
+    return out
+
+
+def best_form_findings(comps: pd.DataFrame, plan: AxisPlan) -> list[str]:
+    """Per point with more than one reuse form: the fastest form against the fastest baseline."""
+    best = best_reuse(having(comps, "speedup"))
+    words = {fmt.WIN: "reuse wins", fmt.LOSS: "reuse loses", fmt.TIE: "no clear difference",
+             fmt.UNKNOWN: "no interval to judge by"}
+    out = []
+    for _, r in best[best["forms"] > 1].iterrows():
+        where = (point_label(r, [plan.x]) if plan.x else "") or "the measured point"
+        outcome = fmt.outcome(r["speedup"], r["speedup_ci_low"], r["speedup_ci_high"])
+        out.append(f"{r['device']} · {r['mode']} · {where}: the fastest of {r['forms']} reuse forms, "
+                   f"{_name(r['variant'], r['backend'], r, plan)}, runs at "
+                   f"{fmt.times_ci(r['speedup'], r['speedup_ci_low'], r['speedup_ci_high'])} the speed of the "
+                   f"fastest baseline ({series_name(r['reference_variant'], r['reference_backend'])}): "
+                   f"{words[outcome]}.")
     return out
 
 
@@ -287,6 +305,7 @@ def all_findings(df: pd.DataFrame, comps: pd.DataFrame, plan: AxisPlan, refs: li
     ok = df[df["status"] == "ok"]
     return {
         "Speed": speed_findings(comps, plan, refs),
+        "Best reuse form": best_form_findings(comps, plan),
         "Efficiency": efficiency_findings(comps, plan),
         "Memory": memory_findings(comps, plan, refs),
         "Accuracy": accuracy_findings(accuracy_changes(comps, ok, plan)),
