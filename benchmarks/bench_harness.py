@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.measure.devices import CpuDevice  # noqa: E402
-from harness.run.executor import LocalProcessExecutor  # noqa: E402
+from harness.run.forkserver import ForkServerExecutor  # noqa: E402
 from harness.measure.speed import make_step, timed_steps  # noqa: E402
 from harness.suite.task import MeasureConfig, PointTask  # noqa: E402
 from harness.suite.loading import Suite, load_suite  # noqa: E402
@@ -132,13 +132,14 @@ def spread(seq_len: int, mode: str, repeats: int, suite: Suite, threads: int) ->
     """
     measure = dataclasses.replace(suite.measure, threads=threads)
     task = _task(seq_len, mode, measure, tuple(suite.metrics))
-    executor, medians, floor = LocalProcessExecutor(), [], []
-    for _ in range(repeats):
-        (row,) = executor.run([task], timeout=300)
-        if row["status"] != "ok":
-            raise RuntimeError(row["error"])
-        medians.append(row["time_ms_median"])
-        floor.append(_reference_median(seq_len, mode, threads, measure.max_seconds))
+    medians, floor = [], []
+    with ForkServerExecutor() as executor:
+        for _ in range(repeats):
+            (row,) = executor.run([task], timeout=300)
+            if row["status"] != "ok":
+                raise RuntimeError(row["error"])
+            medians.append(row["time_ms_median"])
+            floor.append(_reference_median(seq_len, mode, threads, measure.max_seconds))
     return medians, floor
 
 

@@ -286,15 +286,16 @@ def check_nvml() -> list[Check]:
 
 
 def check_main_job(deadline: float) -> list[Check]:
-    from harness.run.executor import LocalProcessExecutor
+    from harness.run.forkserver import ForkServerExecutor
     from harness.run.runner import points
 
-    executor, rows = LocalProcessExecutor(), []
+    rows: list[dict] = []
     tasks = main_tasks()
-    for point in points(tasks):
-        if time.perf_counter() > deadline:
-            break
-        rows.extend(executor.run(point, point[0].measure.timeout))
+    with ForkServerExecutor() as executor:
+        for point in points(tasks):
+            if time.perf_counter() > deadline:
+                break
+            rows.extend(executor.run(point, point[0].measure.timeout))
     checks = []
     for mode, seq_len in dict.fromkeys((t.mode, t.seq_len) for t in tasks):
         group = [r for r in rows if (r["mode"], r["seq_len"]) == (mode, seq_len)]

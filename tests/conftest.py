@@ -38,6 +38,25 @@ def tiny_suite(path: Path, *, variants: str = "  baseline: {model: baseline}\n  
     return path
 
 
+def stand_in_tree(root: Path, report: str) -> Path:
+    """A code tree whose harness.run.worker (run as a command or by a fork server) writes, per task,
+    a row whose `value` is the Python expression `report` evaluated in the worker: for checking how
+    a tree's workers are started."""
+    (root / "harness" / "run").mkdir(parents=True)
+    (root / "harness" / "__init__.py").write_text("")
+    (root / "harness" / "run" / "__init__.py").write_text("")
+    (root / "harness" / "run" / "worker.py").write_text(
+        "import json, os, sys\n"
+        "def main(argv):\n"
+        "    for task in json.load(open(argv[0])):\n"
+        f"        row = {{'variant': task['variant'], 'status': 'ok', 'value': {report}}}\n"
+        "        with open(argv[1], 'a') as fh:\n"
+        "            fh.write(json.dumps(row) + '\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    main(sys.argv[1:])\n")
+    return root
+
+
 def harness_cmd(*args: str, extra_env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess, as a user would."""
     env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(ROOT)}

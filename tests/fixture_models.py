@@ -18,8 +18,12 @@ class _Misbehaving(Transformer):
     as the trigger so no new config key is needed)."""
 
     action: str = "raise"
+    calls: int = 0
 
     def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        if self.action == "crash_later" and x.shape[1] == self.config.max_len and self.calls == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # after a warm-up and a timed step: mid-rotation
         if x.shape[1] == self.config.max_len:
             if self.action == "raise":
                 raise RuntimeError(f"boom at seq_len={x.shape[1]}")
@@ -42,6 +46,10 @@ def exploding(config: dict[str, Any]) -> nn.Module:
 
 def crashing(config: dict[str, Any]) -> nn.Module:
     return _build("crash", config)
+
+
+def crashing_later(config: dict[str, Any]) -> nn.Module:
+    return _build("crash_later", config)
 
 
 def hanging(config: dict[str, Any]) -> nn.Module:

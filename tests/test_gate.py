@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, harness_cmd, tiny_suite
+from conftest import ROOT, harness_cmd, stand_in_tree, tiny_suite
 from harness.run.executor import CommandExecutor
 from harness.suite.loading import load_suite
 from harness.suite.sweep import expand
@@ -152,23 +152,15 @@ def test_against_measures_both_trees_interleaved_and_removes_the_worktree(tmp_pa
     assert after == worktrees_before  # ...and unregistered
     for side in runs.values():
         rows = [json.loads(line) for line in (side / "results.jsonl").read_text().splitlines()]
-        assert [(r["variant"], r["status"], r["ab_rounds"]) for r in rows] == [("baseline", "ok", 1), ("reuse", "ok", 1)]
+        assert [(r["variant"], r["status"], r["rounds"], r["pairing"]) for r in rows] == [
+            ("baseline", "ok", 1, "lockstep"), ("reuse", "ok", 1, "lockstep")]
 
 
 def test_command_executor_runs_the_worker_from_the_given_tree(tmp_path: Path) -> None:
-    # A stand-in tree whose harness.run.worker reports where it was imported from.
-    (tmp_path / "harness" / "run").mkdir(parents=True)
-    (tmp_path / "harness" / "__init__.py").write_text("")
-    (tmp_path / "harness" / "run" / "__init__.py").write_text("")
-    (tmp_path / "harness" / "run" / "worker.py").write_text(
-        "import json, os, sys\n"
-        "for task in json.load(open(sys.argv[1])):\n"
-        "    with open(sys.argv[2], 'a') as fh:\n"
-        "        fh.write(json.dumps({'variant': task['variant'], 'status': 'ok', 'file': __file__,"
-        " 'cwd': os.getcwd()}) + '\\n')\n")
+    tree = stand_in_tree(tmp_path, "[__file__, os.getcwd()]")
     task = expand(load_suite(tiny_suite(tmp_path / "tiny.yaml", seq_lens="[16]")))[0]
-    [row] = CommandExecutor(root=tmp_path).run([task], timeout=60)
-    assert row["file"] == str(tmp_path / "harness" / "run" / "worker.py") and row["cwd"] == str(tmp_path)
+    [row] = CommandExecutor(root=tree).run([task], timeout=60)
+    assert row["value"] == [str(tmp_path / "harness" / "run" / "worker.py"), str(tmp_path)]
 
 
 def test_the_shipped_gate_suite_and_baseline_agree() -> None:

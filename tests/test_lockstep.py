@@ -19,22 +19,25 @@ from harness.run.ab import Side, interleave
 from harness.compare.runs import compare_runs
 from harness.run.lockstep import Conductor
 from harness.compare.policy import load_policy
-from harness.compare.verdict import paired_contrast, paired_logs
+from harness.compare.paired import paired_contrast, paired_logs
 from harness.suite.loading import load_suite
 from harness.run.turns import ENV, Turns
 
 # A stand-in worker: `steps` busy "steps" of 20 ms, each logged as (start, end) on the system-wide
-# monotonic clock, the turn given back after each; optionally dying (no goodbye) after `die_after`.
+# monotonic clock, the turn given back after each; optionally, at step `stop_at`, dying (no
+# goodbye) or hanging with the turn held.
 WORKER = """
 import json, os, sys, time
 from harness.run.turns import Turns
-steps, die_after, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+steps, stop_at, how, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 turns = Turns.from_env()
 turns.wait()
 spans = []
 for i in range(steps):
-    if i == die_after:
+    if i == stop_at:
         open(log, "w").write(json.dumps(spans))
+        if how == "hang":
+            time.sleep(3600)
         os._exit(3)
     start = time.monotonic()
     while time.monotonic() - start < 0.02:
@@ -46,16 +49,20 @@ turns.finish()
 """
 
 
-def _start(spec: str, steps: int, log: Path, die_after: int = -1) -> subprocess.Popen:
+def _start(spec: str, steps: int, log: Path, stop_at: int = -1, how: str = "die") -> subprocess.Popen:
     env = {**os.environ, ENV: spec, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(steps), str(die_after), str(log)], env=env)
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(steps), str(stop_at), how, str(log)], env=env)
+
+
+def _never(k: int) -> None:
+    raise AssertionError(f"worker {k} ran out of time")
 
 
 def test_workers_take_turns_one_step_at_a_time(tmp_path: Path) -> None:
     conductor = Conductor(2)
     try:
         procs = [_start(spec, 6, tmp_path / f"{i}.json") for i, spec in enumerate(conductor.specs)]
-        conductor.conduct([p.pid for p in procs], order=[1, 0], deadline=time.monotonic() + 60)
+        conductor.conduct([p.pid for p in procs], order=[1, 0], limit=60, out_of_time=_never)
         assert [p.wait(timeout=30) for p in procs] == [0, 0]
     finally:
         conductor.close()
@@ -68,15 +75,36 @@ def test_workers_take_turns_one_step_at_a_time(tmp_path: Path) -> None:
 def test_a_worker_that_dies_leaves_the_rotation_and_the_other_finishes(tmp_path: Path) -> None:
     conductor = Conductor(2)
     try:
-        procs = [_start(conductor.specs[0], 5, tmp_path / "0.json", die_after=2),
+        procs = [_start(conductor.specs[0], 5, tmp_path / "0.json", stop_at=2),
                  _start(conductor.specs[1], 5, tmp_path / "1.json")]
         started = time.monotonic()
-        conductor.conduct([p.pid for p in procs], order=[0, 1], deadline=time.monotonic() + 60)
+        conductor.conduct([p.pid for p in procs], order=[0, 1], limit=60, out_of_time=_never)
         assert time.monotonic() - started < 30
         assert [p.wait(timeout=30) for p in procs] == [3, 0]
     finally:
         conductor.close()
     assert len(json.loads((tmp_path / "1.json").read_text())) == 5
+
+
+def test_a_worker_that_hangs_with_the_turn_is_handed_over_before_anyone_else_goes_on(tmp_path: Path) -> None:
+    conductor = Conductor(2)
+    killed_at: list[float] = []
+    try:
+        procs = [_start(conductor.specs[0], 5, tmp_path / "0.json", stop_at=2, how="hang"),
+                 _start(conductor.specs[1], 5, tmp_path / "1.json")]
+
+        def out_of_time(k: int) -> None:
+            procs[k].kill()
+            killed_at.append(time.monotonic())
+
+        conductor.conduct([p.pid for p in procs], order=[0, 1], limit=2.0, out_of_time=out_of_time)
+        assert [p.wait(timeout=30) for p in procs] == [-9, 0]
+    finally:
+        conductor.close()
+    spans = json.loads((tmp_path / "1.json").read_text())
+    assert len(killed_at) == 1 and len(spans) == 5
+    # The other worker's steps after the hang began only once the hung worker was gone.
+    assert [start > killed_at[0] for start, _ in spans] == [False, False, True, True, True]
 
 
 def test_a_worker_outside_a_lockstep_run_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +134,7 @@ def test_pairs_find_a_shift_that_machine_drift_hides_and_keep_false_alarms_near_
     base, cand = _lockstep_samples(rng, 0.20)
     c = paired_contrast([paired_logs(base, cand)], [1])
     assert c.p < 1e-4 and 1.12 < c.estimate < 1.28 and c.low < c.estimate < c.high
-    alarms = sum(paired_contrast([paired_logs(*_lockstep_samples(rng, 0.0))], [1], n_boot=500).p < 0.05
+    alarms = sum(paired_contrast([paired_logs(*_lockstep_samples(rng, 0.0))], [1]).p < 0.05
                  for _ in range(200))
     assert alarms <= 0.05 * 200 * 1.6, alarms  # ~alpha; the rounds, not the pairs, are the unit
 
@@ -136,8 +164,9 @@ def test_interleave_runs_the_sides_in_lockstep_and_the_gate_pairs_them(tmp_path:
     runs = [load_run(p) for p in (base, cand)]
     assert all(r.manifest["ab"]["lockstep"] for r in runs)
     for run in runs:
-        assert run.results["ab_lockstep"].all() and (run.results["status"] == "ok").all()
-        assert (run.results["ab_rounds"] == 2).all()
+        assert (run.results["pairing"] == "lockstep").all() and (run.results["status"] == "ok").all()
+        assert (run.results["rounds"] == 2).all()
+    assert len({pair for run in runs for pair in run.results["pair_id"]}) == 1  # both sides in one rotation
     comparison = compare_runs(*runs, load_policy(ROOT / "ci" / "policy.yaml"))
     timed = [c for c in comparison.checks if c.metric in ("time_ms", "speedup")]
     assert timed and all(c.note.startswith("lockstep") for c in timed)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, harness_cmd, tiny_suite
+from conftest import ROOT, harness_cmd, stand_in_tree, tiny_suite
 from harness.measure.devices import CpuDevice
 from harness.run.runner import RunOptions, resume, start
 from harness.results.store import RunDir
@@ -47,6 +47,9 @@ def test_run_writes_manifest_and_one_row_per_point_and_variant(tmp_path: Path) -
         assert r["measure"]["threads"] == 1 and r["measure"]["max_reps"] >= r["time_ms_n"]
         assert r["stop_reason"] in ("ci_target", "budget", "max_reps")
         assert (r["stop_reason"] == "max_reps") == (r["time_ms_n"] == r["measure"]["max_reps"])
+        # Measured in lockstep with the other variant of its point, in the suite's rounds.
+        assert r["pairing"] == "lockstep" and r["rounds"] == r["measure"]["rounds"] == len(r["round_sizes"])
+        assert sum(r["round_sizes"]) == r["time_ms_n"]
     baseline, reuse = (next(r for r in rows if r["variant"] == v and r["seq_len"] == 32) for v in ("baseline", "reuse"))
     assert reuse["flops_analytic"] < baseline["flops_analytic"]
     assert baseline["reuse_ratio"] is None and reuse["reuse_ratio"] == 0.5
@@ -71,13 +74,15 @@ def test_failing_and_crashing_points_do_not_stop_the_run(tmp_path: Path) -> None
     assert rows[("baseline", 32)]["time_ms_median"] > 0
 
 
-def test_timeout_fails_only_that_point(tmp_path: Path) -> None:
-    variants = "  hanging: {model: 'tests.fixture_models:hanging'}"
-    run = _run(tiny_suite(tmp_path / "s.yaml", variants=variants, max_len=32, metrics="[time]", timeout=8),
-               tmp_path / "runs")
-    rows = {r["seq_len"]: r for r in run.rows()}
-    assert rows[16]["status"] == "ok"
-    assert rows[32]["status"] == "failed" and rows[32]["error"].startswith("timeout")
+def test_timeout_fails_only_that_variant(tmp_path: Path) -> None:
+    variants = "  baseline: {model: baseline}\n  hanging: {model: 'tests.fixture_models:hanging'}"
+    suite = tiny_suite(tmp_path / "s.yaml", variants=variants, max_len=32, metrics="[time]", timeout=8)
+    outcome = start(load_suite(suite, ["measure.rounds=1"]), RunOptions(output_dir=tmp_path / "runs", progress=False))
+    rows = {(r["variant"], r["seq_len"]): r for r in RunDir(outcome.run_dir).rows()}
+    assert rows[("hanging", 16)]["status"] == "ok"
+    assert rows[("hanging", 32)]["status"] == "failed" and rows[("hanging", 32)]["error"].startswith("timeout")
+    # It hung holding the turn; its partner got the turn back once it was killed.
+    assert rows[("baseline", 32)]["status"] == "ok" and rows[("baseline", 32)]["pairing"] == "lockstep"
 
 
 def test_exit_code_reports_failures(tmp_path: Path) -> None:
@@ -187,15 +192,14 @@ def test_results_rows_follow_the_contract(tmp_path: Path) -> None:
 def test_workers_start_with_the_fixed_malloc_thresholds(tmp_path: Path) -> None:
     """glibc reads GLIBC_TUNABLES at process start: the fork server must get it, this process not
     (unless the user set their own, which is then kept)."""
-    from harness.run.executor import _forkserver
+    from harness.run.forkserver import ForkServerExecutor
     from harness.run.workerenv import MALLOC_TUNABLES
 
+    task = expand(load_suite(tiny_suite(tmp_path / "s.yaml", seq_lens="[16]")))[0]
     users = os.environ.get("GLIBC_TUNABLES")
-    out = tmp_path / "env.txt"
-    proc = _forkserver().Process(target=os.system, args=(f'printf "%s" "$GLIBC_TUNABLES" > {out}',))
-    proc.start()
-    proc.join(60)
-    assert out.read_text() == (users or MALLOC_TUNABLES)
+    with ForkServerExecutor(stand_in_tree(tmp_path, "os.environ.get('GLIBC_TUNABLES')")) as executor:
+        [row] = executor.run([task], timeout=60)
+    assert row["value"] == (users or MALLOC_TUNABLES)
     assert os.environ.get("GLIBC_TUNABLES") == users
 
 

@@ -236,12 +236,11 @@ def test_estimate_grows_with_work_and_budget(tmp_path: Path) -> None:
     assert typical < worst
     roomier = MeasureConfig(warmup=3, min_reps=5, max_reps=50, max_seconds=60)
     assert estimate_seconds(tasks, roomier, worst_case=True) > worst
-    # A timeout caps each task's steps; worker starts come once per point, not once per variant.
-    n_points = len({(group_key(t), t.model_config["backend"]) for t in tasks})
-    assert n_points == 16
-    capped = estimate_seconds(tasks, MeasureConfig(timeout=1.0), worst_case=True)
-    starts = RUN_START_S + WORKER_START_S * n_points
-    assert starts < capped <= starts + len(tasks)
+    # A timeout caps each worker's steps; a worker starts per variant and round.
+    capped = estimate_seconds(tasks, MeasureConfig(timeout=1.0, rounds=2), worst_case=True)
+    starts = RUN_START_S + WORKER_START_S * 2 * len(tasks)
+    assert starts < capped <= starts + 2 * len(tasks)
+    assert estimate_seconds(tasks, MeasureConfig(rounds=3)) > estimate_seconds(tasks, MeasureConfig(rounds=1))
     assert estimate_seconds([]) == 0.0
 
 

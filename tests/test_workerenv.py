@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, harness_cmd
+from conftest import ROOT, harness_cmd, stand_in_tree, tiny_suite
 from harness.run import workerenv
 from harness.run.workerenv import ALLOCATOR_VAR, MALLOC_TUNABLES, AllocatorError, allocator, worker_env
+from harness.suite.loading import load_suite
+from harness.suite.sweep import expand
 
 CLEAN: dict[str, str] = {}  # an environment with none of the variables involved
 
@@ -73,14 +75,12 @@ def test_a_bad_allocator_request_exits_2_before_anything_runs(tmp_path: Path) ->
                     reason="no libtcmalloc on this machine (Debian: apt-get install libtcmalloc-minimal4)")
 def test_workers_really_run_on_tcmalloc(tmp_path: Path) -> None:
     """The fork server is started with LD_PRELOAD, so every worker has tcmalloc mapped."""
-    from harness.run.executor import _forkserver
+    from harness.run.forkserver import ForkServerExecutor
 
     if os.environ.get("LD_PRELOAD") or os.environ.get(ALLOCATOR_VAR):
         pytest.skip("the user's own LD_PRELOAD or REUSE_BENCH_ALLOCATOR is in effect")
-    out = tmp_path / "maps.txt"
-    proc = _forkserver().Process(target=os.system, args=(f"cat /proc/$PPID/maps > {out}",))
-    proc.start()
-    proc.join(60)
-    assert "libtcmalloc" in out.read_text()
+    task = expand(load_suite(tiny_suite(tmp_path / "s.yaml", seq_lens="[16]")))[0]
+    with ForkServerExecutor(stand_in_tree(tmp_path, "'libtcmalloc' in open('/proc/self/maps').read()")) as executor:
+        [row] = executor.run([task], timeout=60)
+    assert row["value"] is True
     assert "libtcmalloc" not in Path("/proc/self/maps").read_text()  # this process is left alone
-

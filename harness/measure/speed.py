@@ -244,6 +244,17 @@ def timed_steps(task: PointTask, device: Device, step: Callable[[], object],
                                   time.perf_counter() - started - waited, m.max_seconds)
             if stopped is not None:
                 break
+    return {
+        **timing_columns(task, samples),
+        "stop_reason": stopped,
+        **(window.summary(len(samples)) if window is not None else
+           {"telemetry_note": "not taken in a lockstep run: the window would hold the other worker's steps"}),
+    }
+
+
+def timing_columns(task: PointTask, samples: list[float]) -> dict[str, Any]:
+    """A row's timing columns from its raw samples (also those of several rounds pooled into one
+    row, harness/run/rounds.py)."""
     s = summarize(samples)
     tokens = task.batch_size * task.seq_len
     return {
@@ -252,9 +263,6 @@ def timed_steps(task: PointTask, device: Device, step: Callable[[], object],
         "time_ms_n": s.n, "time_ms_samples": samples,
         "tokens_per_s": tokens / (s.median / 1e3) if s.median > 0 else None,
         "timed_s": sum(samples) / 1e3,
-        "stop_reason": stopped,
-        **(window.summary(len(samples)) if window is not None else
-           {"telemetry_note": "not taken in a lockstep run: the window would hold the other worker's steps"}),
     }
 
 

@@ -19,6 +19,11 @@ RESULT_FIELDS: tuple[str, ...] = (
     "flops_counted", "flops_analytic", "flops_by_component", "params",
     # how the timing loop stopped (ci_target | budget | max_reps) and the measure settings it ran with
     "stop_reason", "measure",
+    # how the samples were taken: "lockstep" or "sequential" (None: not timed); the rounds (fresh
+    # workers) that gave samples and how many each, in the order time_ms_samples holds them; and
+    # an id shared by the rows measured in lockstep together, whose sample i of round r was taken
+    # in one rotation of turns
+    "pairing", "rounds", "round_sizes", "pair_id",
 )
 
 # What a line needs to count as a row at all: without them it cannot be matched, resumed or compared.

@@ -1,18 +1,15 @@
-"""Executors: take the tasks of one point, return their result rows.
+"""Executors: take tasks, return their result rows, one per task.
 
 The seam is deliberately narrow (plain PointTasks in, plain rows out) so a cluster engine such
-as Ray can replace the local pool for sweeps that outgrow one machine. Local executors run one
-fresh worker process per point, one point at a time: two measurements sharing 2 cores would
-time each other.
+as Ray can replace the local fork server (harness/run/forkserver.py, which can also start workers
+that take turns) for sweeps that outgrow one machine. Here: the protocol, what every executor
+does with a worker's exit, and the command-line executor (a worker launched as a command, e.g.
+under py-spy).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -46,19 +43,23 @@ def absent_device_rows(point: list[PointTask]) -> list[dict[str, Any]] | None:
     return [{**base_row(t), "status": "skipped", "error": reason} for t in point]
 
 
-def _worker_env(extra: dict[str, str], root: Path | None = None) -> dict[str, str]:
+# The tree this module belongs to: where a worker of this checkout imports harness and models from.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def worker_process_env(extra: dict[str, str], root: Path | None = None) -> dict[str, str]:
     """Workers import the project and user models ("package.module:callable") from the cwd.
 
     With `root` (another checkout, e.g. the A/B gate's baseline worktree) the worker imports from
     that tree alone, ahead of anything inherited.
     """
     env = {**os.environ, **worker_env(), **extra, "PYTHONUNBUFFERED": "1"}
-    first = (str(root),) if root is not None else (os.getcwd(), str(Path(__file__).resolve().parent.parent))
+    first = (str(root),) if root is not None else (os.getcwd(), str(CODE_ROOT))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*first, env.get("PYTHONPATH")) if p)
     return env
 
 
-def _complete(tasks: list[PointTask], rows: list[dict[str, Any]], error: str | None) -> list[dict[str, Any]]:
+def complete_rows(tasks: list[PointTask], rows: list[dict[str, Any]], error: str | None) -> list[dict[str, Any]]:
     """Every task gets a row: whatever the worker did not report failed with the process."""
     done = {r["variant"] for r in rows}
     for task in tasks:
@@ -68,7 +69,7 @@ def _complete(tasks: list[PointTask], rows: list[dict[str, Any]], error: str | N
     return rows
 
 
-def _crash_message(code: int, stderr_path: Path, tail_chars: int = 2000) -> str | None:
+def crash_message(code: int, stderr_path: Path, tail_chars: int = 2000) -> str | None:
     if code == 0:
         return None
     tail = stderr_path.read_bytes().decode(errors="replace")[-tail_chars:].strip() if stderr_path.exists() else ""
@@ -78,69 +79,8 @@ def _crash_message(code: int, stderr_path: Path, tail_chars: int = 2000) -> str 
     return f"worker crashed ({how})" + (f": {tail}" if tail else "")
 
 
-def _timeout_message(timeout: float) -> str:
+def timeout_message(timeout: float) -> str:
     return f"timeout: point still running after {timeout:g} s (measure.timeout); killed"
-
-
-# ---- fork-server workers (default) ------------------------------------------------------------
-_PRELOAD = ["harness.run.preload"]  # torch and the measuring code, then gc.freeze(): see there
-
-
-@functools.lru_cache(maxsize=1)
-def _forkserver() -> multiprocessing.context.BaseContext:
-    """A server process that imports torch once and forks a fresh worker per point.
-
-    Each worker is a new process (no state shared with other points) that skips the 2-5 s of
-    `import torch`; the server itself never runs a torch op, so forking it is safe (no OpenMP
-    pool or CUDA context exists yet).
-    """
-    os.environ["PYTHONPATH"] = _worker_env({})["PYTHONPATH"]
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    # Start the server now, with the workers' environment (harness/run/workerenv.py), which is read
-    # when a process starts; this process's own environment is restored right after.
-    saved = dict(os.environ)
-    os.environ.update(worker_env())
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return ctx
-
-
-def _child(task_json: list[dict[str, Any]], out: str, err: str, artifacts: str | None, profile: str | None) -> None:
-    fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)  # library chatter goes to the stderr file, never into the rows
-    os.dup2(fd, 2)
-    from harness.run.worker import run_tasks
-
-    run_tasks([PointTask.from_json(t) for t in task_json], Path(out),
-              Path(artifacts) if artifacts else None, profile)
-
-
-@dataclass
-class LocalProcessExecutor:
-    """One fresh worker process per point, forked from a server that has already imported torch."""
-
-    artifacts: Path | None = None
-    profile: str | None = None  # "torch": the worker profiles itself
-
-    def run(self, tasks: list[PointTask], timeout: float) -> list[dict[str, Any]]:
-        ctx = _forkserver()
-        with tempfile.TemporaryDirectory(prefix="reuse-bench-") as tmp:
-            out, err = Path(tmp) / "rows.jsonl", Path(tmp) / "stderr.txt"
-            proc = ctx.Process(target=_child, args=([t.to_json() for t in tasks], str(out), str(err),
-                                                    str(self.artifacts) if self.artifacts else None, self.profile))
-            proc.start()
-            proc.join(timeout)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-                error: str | None = _timeout_message(timeout)
-            else:
-                error = _crash_message(proc.exitcode or 0, err)
-            return _complete(tasks, read_rows(out), error)
 
 
 # ---- command-line workers (for wrappers such as py-spy) ---------------------------------------
@@ -168,11 +108,11 @@ class CommandExecutor:
             with open(err, "wb") as err_fh:
                 # A new session: on timeout the whole group goes (py-spy and its child too).
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_fh,
-                                        env=_worker_env(self.env, self.root), start_new_session=True, cwd=self.root)
+                                        env=worker_process_env(self.env, self.root), start_new_session=True, cwd=self.root)
                 try:
-                    error = _crash_message(proc.wait(timeout=timeout), err)
+                    error = crash_message(proc.wait(timeout=timeout), err)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-                    error = _timeout_message(timeout)
-            return _complete(tasks, read_rows(out), error)
+                    error = timeout_message(timeout)
+            return complete_rows(tasks, read_rows(out), error)

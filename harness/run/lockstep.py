@@ -1,13 +1,14 @@
-"""The conductor of a lockstep A/B round: one worker per code version, alive at once, taking turns.
+"""The conductor of a lockstep round: one worker per variant (and code version), alive at once,
+taking turns.
 
 The worker side and the protocol are in harness/run/turns.py. Here: make the FIFOs, start every
-side's worker through its fork server, then hand the turn round: send "go" to one worker, wait
-for it to give the turn back (one timed step done) or leave (finished), move to the next. One
-worker runs at any moment, so no measurement is disturbed by the other version's, and timed
-steps of the versions alternate one for one.
+worker through its fork server, then hand the turn round: send "go" to one worker, wait for it to
+give the turn back (one timed step done) or leave (finished), move to the next. One worker runs
+at any moment, so no measurement is disturbed by another's, and the k-th timed steps of all
+workers are taken in one rotation, before any worker's (k+1)-th.
 
-A worker that dies, or that outlives the round's deadline, leaves the rotation (the fork server
-then reports or kills it as usual), so the others carry on.
+A worker that dies leaves the rotation (its fork server reports it as usual) and the others carry
+on; so does a worker whose turns outlast its timeout, killed before the next turn is given.
 """
 
 from __future__ import annotations
@@ -17,13 +18,23 @@ import select
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from harness.run.forkserver import ForkServerExecutor, Pending
+from harness.run.forkserver import Pending
 from harness.suite.task import PointTask
 from harness.run.turns import ENV
 
 _POLL_S = 0.5  # how often a silent worker is checked for being alive
+
+
+@runtime_checkable
+class Starter(Protocol):
+    """An executor that can start a worker and come back for its rows (ForkServerExecutor)."""
+
+    def start(self, tasks: list[PointTask], env: dict[str, str] | None = None,
+              cpus: Sequence[int] | None = None) -> Pending: ...
+
+    def finish(self, pending: Pending, timeout: float) -> list[dict[str, Any]]: ...
 
 
 def supports_lockstep(root: Path) -> bool:
@@ -64,19 +75,31 @@ class Conductor:
             self.specs.append(f"{go}:{done}")
         self.turns_given = 0
 
-    def conduct(self, pids: Sequence[int], order: Sequence[int], deadline: float) -> None:
-        """Rotate the turn over the workers (in `order`) until each has finished, died or timed out."""
+    def conduct(self, pids: Sequence[int], order: Sequence[int], limit: float,
+                out_of_time: Callable[[int], None]) -> None:
+        """Rotate the turn over the workers (in `order`) until each has finished or died.
+
+        A worker's turns together may last `limit` seconds (its measure.timeout, as if it ran
+        alone); one that runs past it is handed to `out_of_time` (to be killed) before anyone else
+        gets the turn, so a hung worker costs its own row and no one else's.
+        """
         active = [i for i in order if pids[i] > 0]
+        held = dict.fromkeys(active, 0.0)
         position = 0
         while active:
             position %= len(active)
             k = active[position]
             os.write(self._go[k], b"g")
             self.turns_given += 1
-            if self._await(k, pids[k], deadline) == b"d":
+            began = time.monotonic()
+            reply = self._await(k, pids[k], began + limit - held[k])
+            held[k] += time.monotonic() - began
+            if reply == b"d":
                 position += 1
-            else:
-                active.remove(k)  # finished, dead or out of time: the next one keeps `position`
+                continue
+            active.remove(k)  # finished, dead or out of time: the next one keeps `position`
+            if reply is None and held[k] >= limit:
+                out_of_time(k)
 
     def _await(self, k: int, pid: int, deadline: float) -> bytes | None:
         while True:
@@ -108,18 +131,26 @@ def shared_cpus(threads: int | None) -> list[int] | None:
     return allowed[-want:] if len(allowed) > want else None
 
 
-def lockstep_round(tasks: Sequence[list[PointTask]], executors: Sequence[ForkServerExecutor],
-                   order: Sequence[int], timeout: float, cpus: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
-    """Measure side i's `tasks[i]` with `executors[i]`, all sides taking turns; rows per side.
+def lockstep_round(tasks: Sequence[list[PointTask]], executors: Sequence[Starter], order: Sequence[int],
+                   timeout: float, cpus: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
+    """Measure `tasks[i]` with `executors[i]`, every worker alive at once and taking turns in
+    `order`; the rows of each.
 
-    `timeout` bounds each worker as in a sequential run: the round's deadline is the sum. `cpus`:
-    pin every worker there (see shared_cpus).
+    `timeout` bounds each worker's own time (its turns), as in a sequential run. `cpus`: pin every
+    worker there (see shared_cpus).
     """
     conductor = Conductor(len(executors))
+    killed: dict[int, list[dict[str, Any]]] = {}
     try:
         pending: list[Pending] = [ex.start(t, env={ENV: spec}, cpus=cpus)
                                   for ex, t, spec in zip(executors, tasks, conductor.specs)]
-        conductor.conduct([p.pid for p in pending], order, time.monotonic() + timeout * len(executors))
-        return [ex.finish(p, timeout=30.0) for ex, p in zip(executors, pending)]
+
+        def out_of_time(k: int) -> None:
+            killed[k] = executors[k].finish(pending[k], timeout=0.0)
+
+        conductor.conduct([p.pid for p in pending], order, timeout, out_of_time)
+        # Everyone else finished or died: at most exiting now.
+        return [killed[k] if k in killed else ex.finish(p, timeout=30.0)
+                for k, (ex, p) in enumerate(zip(executors, pending))]
     finally:
         conductor.close()

@@ -1,4 +1,4 @@
-"""What the worker fork server imports before it forks a worker per point (harness/run/executor.py).
+"""What the worker fork server imports before it forks a worker per request (harness/run/forkserver.py).
 
 Pure-Python imports only: none of them starts a thread or runs a torch op, so forking after them
 is safe. Two are easy to miss: torch._dynamo and torch._inductor.config are imported lazily by

@@ -15,7 +15,8 @@ from harness.results.load import Run, load_run
 from harness.results.lock import writer_lock
 from harness.results.store import RunDir
 from harness.run.environment import environment
-from harness.run.executor import LocalProcessExecutor, absent_device_rows
+from harness.run.forkserver import ForkServerExecutor
+from harness.run.rounds import measure_point
 from harness.run.runner import points
 from harness.suite.loading import Suite
 from harness.suite.sweep import expand
@@ -48,13 +49,12 @@ def measure_points(cand: Run, ids: set[str]) -> Path:
     suite = Suite.from_json(cand.manifest["suite"])
     groups = [point for point in points(expand(suite)) if any(t.point_id in ids for t in point)]
     run = RunDir.create(cand.path.parent, f"{suite.slug}-confirm")
-    executor = LocalProcessExecutor()
-    with writer_lock(run.path):
+    with writer_lock(run.path), ForkServerExecutor() as executor:
         run.new_manifest(suite, environment(suite.measure.threads), sum(len(p) for p in groups),
                          confirms=cand.run_id)
-        for point in groups:
-            rows = absent_device_rows(point)
-            for row in rows if rows is not None else executor.run(point, point[0].measure.timeout):
+        for index, point in enumerate(groups):
+            m = point[0].measure
+            for row in measure_point([(executor, t) for t in point], m.rounds, m.pairing, index):
                 run.append(row)
         run.finish("complete")
     return run.path

@@ -1,11 +1,12 @@
-"""Run a suite: expand it into points, measure each point in a fresh worker, store every row.
+"""Run a suite: expand it into points, measure each point's variants paired, store every row.
 
-    suite ─► sweep (tasks) ─► executor (worker process per point) ─► store (results.jsonl)
+    suite ─► sweep (tasks) ─► rounds (a fresh worker per variant and round) ─► store (results.jsonl)
 
-A point is the set of variants measured at one (device, mode, backend, seq_len, batch_size, …):
-they share a worker so the comparison inside a point is made in one process on one warm machine,
-while points never share state. Rows are appended as each point finishes; `resume` skips every
-(point, variant) already stored, whatever its status, so nothing is redone or duplicated.
+A point is everything compared with each other: the variants on every backend at one (device,
+mode, seq_len, batch_size, …). Its variants are measured together, each in its own worker, in
+lockstep by default (harness/run/rounds.py); points never share state. Rows are appended as each
+point finishes; `resume` skips every (point, variant) already stored, whatever its status, so
+nothing is redone or duplicated.
 
 The run directory's writer lock is held from the first byte written to the last, so a second
 writer of the same run (a resume started twice) stops before it measures anything. Rendering the
@@ -16,14 +17,17 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from harness.results.lock import writer_lock
 from harness.results.store import RunDir
 from harness.run.environment import environment
-from harness.run.executor import CommandExecutor, Executor, LocalProcessExecutor, absent_device_rows
+from harness.run.executor import CommandExecutor, Executor
+from harness.run.forkserver import ForkServerExecutor
+from harness.run.rounds import measure_point
 from harness.suite.loading import Suite
 from harness.suite.sweep import expand, group_key
 from harness.suite.task import PointTask
@@ -51,10 +55,10 @@ class RunOutcome:
 
 
 def points(tasks: list[PointTask]) -> list[list[PointTask]]:
-    """Group tasks into points (one worker each), keeping the sweep's order."""
+    """Group tasks into points (measured together), keeping the sweep's order."""
     groups: dict[tuple[Any, ...], list[PointTask]] = {}
     for task in tasks:
-        groups.setdefault((group_key(task), task.model_config.get("backend")), []).append(task)
+        groups.setdefault(group_key(task), []).append(task)
     return list(groups.values())
 
 
@@ -85,16 +89,16 @@ def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions) -> RunOut
         outcome.counts[row.get("status", "failed")] = outcome.counts.get(row.get("status", "failed"), 0) + 1
     done = run.done_keys()
     todo = [t for t in tasks if (t.point_id, t.variant) not in done]
-    executor = _executor(run, options)
     wall_started = time.perf_counter()
     bar = _progress(len(todo), options.progress)
     try:
-        for point in points(todo):
-            bar.set_postfix_str(_describe(point[0]), refresh=False)
-            for row in _measure_point(point, executor, run, options):
-                run.append(row)
-                outcome.counts[row["status"]] = outcome.counts.get(row["status"], 0) + 1
-            bar.update(len(point))
+        with _executor(run, options) as executor:
+            for index, point in enumerate(points(todo)):
+                bar.set_postfix_str(describe(point), refresh=False)
+                for row in _measure_point(point, index, executor, run, options):
+                    run.append(row)
+                    outcome.counts[row["status"]] = outcome.counts.get(row["status"], 0) + 1
+                bar.update(len(point))
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -104,28 +108,28 @@ def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions) -> RunOut
     return outcome
 
 
-def _measure_point(point: list[PointTask], executor: Executor, run: RunDir,
+def _measure_point(point: list[PointTask], index: int, executor: Executor, run: RunDir,
                    options: RunOptions) -> list[dict[str, Any]]:
-    skipped = absent_device_rows(point)
-    if skipped is not None:
-        return skipped
-    timeout = point[0].measure.timeout
+    measure = point[0].measure
+    slots = [(executor, task) for task in point]
     if options.profile != "pyspy":
-        return executor.run(point, timeout)
-    # py-spy samples a whole process, so each variant gets its own to keep flame graphs apart.
+        return measure_point(slots, measure.rounds, measure.pairing, index)
+    # py-spy samples a whole process, so each variant has its own worker (as always), launched
+    # under py-spy as a command: the lockstep conductor starts none such, so they run one by one.
+    # Each round's profile replaces the last: the flame graph is of the last round's worker.
     from harness.measure.profiling.pyspy import postprocess
 
-    rows = []
-    for task in point:
-        for row in executor.run([task], timeout):
-            result = postprocess(run.artifacts, task.point_id, focus=PROFILED_FUNCTION)
-            if result.get("error"):  # a missing profile must not lose the measurement
-                row["profile_note"] = f"py-spy profile unavailable: {result['error']}"
-            else:
-                row.update(pyspy_flamegraph=_relative(run, result["flamegraph_path"]),
-                           pyspy_speedscope=_relative(run, result["speedscope_path"]),
-                           pyspy_top_functions=result["top_self"][:15])
-            rows.append(row)
+    rows = measure_point(slots, measure.rounds, "sequential", index)
+    for task, row in zip(point, rows):
+        if row.get("pairing") is not None:
+            row["pairing_note"] = "sequential, not lockstep: --profile pyspy runs each worker under py-spy, one by one"
+        result = postprocess(run.artifacts, task.point_id, focus=PROFILED_FUNCTION)
+        if result.get("error"):  # a missing profile must not lose the measurement
+            row["profile_note"] = f"py-spy profile unavailable: {result['error']}"
+        else:
+            row.update(pyspy_flamegraph=_relative(run, result["flamegraph_path"]),
+                       pyspy_speedscope=_relative(run, result["speedscope_path"]),
+                       pyspy_top_functions=result["top_self"][:15])
     return rows
 
 
@@ -140,19 +144,25 @@ def _relative(run: RunDir, value: Any) -> Any:
         return value
 
 
-def _executor(run: RunDir, options: RunOptions) -> Executor:
+@contextmanager
+def _executor(run: RunDir, options: RunOptions) -> Iterator[Executor]:
+    """Where this run's workers come from: this checkout's fork server, or py-spy commands."""
     if options.profile == "pyspy":
         from harness.measure.profiling.pyspy import wrap_command
 
         run.artifacts.mkdir(exist_ok=True)
-        return CommandExecutor(wrap=lambda cmd, stem: wrap_command(cmd, run.artifacts, stem))
-    if options.profile == "torch":
-        return LocalProcessExecutor(artifacts=run.artifacts, profile="torch")
-    return LocalProcessExecutor()
+        yield CommandExecutor(wrap=lambda cmd, stem: wrap_command(cmd, run.artifacts, stem))
+        return
+    torch_profile = ["--artifacts", str(run.artifacts), "--profile", "torch"] if options.profile == "torch" else []
+    with ForkServerExecutor(worker_args=torch_profile) as executor:
+        yield executor
 
 
-def _describe(task: PointTask) -> str:
-    return f"{task.device} {task.mode} {task.model_config.get('backend', '')} n={task.seq_len} b={task.batch_size}"
+def describe(point: list[PointTask]) -> str:
+    """The point as a progress line names it."""
+    task = point[0]
+    backends = "/".join(dict.fromkeys(str(t.model_config.get("backend", "")) for t in point))
+    return f"{task.device} {task.mode} {backends} n={task.seq_len} b={task.batch_size}"
 
 
 class _NoBar:

@@ -1,6 +1,9 @@
-"""Measure the variants of one point in this (fresh) process: `python -m harness.run.worker`.
+"""Measure the tasks given, in this (fresh) process: `python -m harness.run.worker`.
 
     python -m harness.run.worker TASKS.json OUT.jsonl [--artifacts DIR] [--profile torch]
+
+A timed point gives each worker one variant in one round (harness/run/rounds.py); an accuracy
+point gives one worker all its variants.
 
 Each task's result row is appended to OUT.jsonl and fsync'ed as soon as it is measured, so a
 crash or a kill in a later variant loses nothing already done. A Python exception in one variant
@@ -71,23 +74,50 @@ def measure_task(task: PointTask, artifacts: Path | None = None, profile: str | 
     return {**row, **result}
 
 
+class _TurnLog:
+    """This worker's side of a lockstep round: gives the turn back after each timed step, and
+    notes when it held the turn (the system's monotonic clock, which every process shares), so a
+    row shows that its steps and its partners' took turns."""
+
+    def __init__(self, turns: Turns, device: str) -> None:
+        from harness.measure.devices import get_device
+
+        self.turns, self.device = turns, get_device(device)
+        self.began = time.monotonic()
+        self.spans: list[tuple[float, float]] = []  # (got the turn, gave it back): turn k ends with timed step k
+
+    def give_back(self) -> None:
+        self.device.synchronize()  # on CUDA the turn ends when the step's work is done, not queued
+        self.spans.append((self.began, time.monotonic()))
+        self.turns.give_back()
+        self.began = time.monotonic()
+
+    def take(self) -> list[tuple[float, float]]:
+        """The spans noted since the last call (those of one task)."""
+        spans, self.spans = self.spans, []
+        return spans
+
+
 def run_tasks(tasks: list[PointTask], out: Path, artifacts: Path | None, profile: str | None) -> None:
-    turns = Turns.from_env()  # inactive unless a lockstep A/B run conducts this worker
+    turns = Turns.from_env()  # inactive unless a lockstep round conducts this worker
     turns.wait()
+    # A worker measures the tasks of one point, so of one device.
+    log = _TurnLog(turns, tasks[0].device) if turns.active and tasks else None
     try:
         for task in tasks:
             started = time.time()
             try:
                 row = measure_task(task, artifacts=artifacts, profile=profile,
-                                   between_steps=turns.give_back if turns.active else None)
+                                   between_steps=log.give_back if log is not None else None)
             except Exception as exc:  # one variant's failure must not cost the others
                 row = {**base_row(task), "status": "failed",
                        "error": f"{type(exc).__name__}: {exc}".strip(),
                        "traceback": traceback.format_exc(limit=8)}
             row["worker_pid"] = os.getpid()
             row["started_at"], row["duration_s"] = started, time.time() - started
-            if turns.active:
+            if log is not None:
                 row["lockstep"] = True
+                row["turn_spans_s"] = log.take()
             append_row(out, row)
             gc.collect()  # free the model and activations before the next variant is measured
     finally:

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from harness.stats import MIN_SAMPLES_FOR_CI
 from harness.suite.loading import Suite
-from harness.suite.sweep import expand, group_key
+from harness.suite.sweep import expand
 from harness.suite.task import AccuracyConfig, MeasureConfig, PointTask
 from harness.tasks import get_task
 from models.config import TransformerConfig
@@ -22,8 +22,9 @@ from models.cost import analytic_cost
 # one for an unknown data-center GPU running eager float32.
 CPU_FLOPS_PER_S = 50e9
 GPU_FLOPS_PER_S = 10e12
-# Workers fork from a server that imported torch once (harness/run/executor.py): the server start is
-# paid once per run (`import torch`, ~2.5 s on the dev box), a fork plus model build once per point.
+# Workers fork from a server that imported torch once (harness/run/forkserver.py): the server start
+# is paid once per run (`import torch`, ~2.5 s on the dev box), a fork plus model build once per
+# variant and round.
 RUN_START_S = 2.5
 WORKER_START_S = 0.3
 # Eager attention is bound by memory traffic over the materialized probabilities, not by FLOPs:
@@ -74,32 +75,33 @@ def estimate_seconds(tasks: Iterable[PointTask], measure: MeasureConfig | None =
                      worst_case: bool = False) -> float:
     """Rough wall time of running `tasks` one after another.
 
-    A worker server start per run and a worker per point, then per task: the warmup steps (the
-    memory and flops passes ride on the last of them, see harness/measure/speed.py) and the timed
-    steps, or at an accuracy point only its training runs. Timed steps are min_reps, or 6 when the budget allows
-    (the fewest from which the CI rule may stop the loop, once timings agree), or with
-    `worst_case` as many as max_reps or max_seconds allow (timings that never settle).
-    `measure` overrides each task's own measure config.
+    A worker server start per run, then per task: a worker per round (measure.rounds of them for a
+    timed task, see harness/run/rounds.py), each with its warmup steps (the memory and flops
+    passes ride on the last of them, see harness/measure/speed.py), and the timed steps, or at an
+    accuracy point only its training runs. Timed steps are min_reps (at least one per round), or
+    6 per round when the budget allows (the fewest from which the CI rule may stop a round's loop,
+    once timings agree), or with `worst_case` as many as max_reps or max_seconds allow (timings
+    that never settle). `measure` overrides each task's own measure config.
     """
     tasks = list(tasks)
-    # The runner starts one worker per point and measures all its variants there (runner.points).
-    n_points = len({(group_key(t), t.model_config.get("backend")) for t in tasks})
-    total = (RUN_START_S if tasks else 0.0) + WORKER_START_S * n_points
+    total = RUN_START_S if tasks else 0.0
     for task in tasks:
         m = measure or task.measure
-        seconds = _training_seconds(task) if _trains(task) else _speed_seconds(task, m, worst_case)
-        total += min(seconds, m.timeout)
+        rounds = m.rounds if "time" in task.metrics and not _trains(task) else 1
+        seconds = _training_seconds(task) if _trains(task) else _speed_seconds(task, m, rounds, worst_case)
+        total += WORKER_START_S * rounds + min(seconds, m.timeout * rounds)
     return total
 
 
-def _speed_seconds(task: PointTask, m: MeasureConfig, worst_case: bool) -> float:
+def _speed_seconds(task: PointTask, m: MeasureConfig, rounds: int, worst_case: bool) -> float:
     config = TransformerConfig.from_dict(task.model_config)
     step = _step_seconds(task, config, task.mode, task.batch_size, task.seq_len)
     # measure_speed runs at least one warmup step (the memory and flops passes ride on it).
-    seconds = max(m.warmup, 1) * step if set(task.metrics) - {"redundancy"} else 0.0
+    seconds = max(m.warmup, 1) * step * rounds if set(task.metrics) - {"redundancy"} else 0.0
     if "time" in task.metrics:
-        # The CI rule can stop the loop only from MIN_SAMPLES_FOR_CI samples; the budget earlier.
-        timed = max(m.min_reps * step, min(MIN_SAMPLES_FOR_CI * step, m.max_seconds, m.max_reps * step))
+        # The CI rule can stop a round only from MIN_SAMPLES_FOR_CI samples; the budget earlier.
+        timed = max(max(m.min_reps, rounds) * step,
+                    min(MIN_SAMPLES_FOR_CI * rounds * step, m.max_seconds, m.max_reps * step))
         seconds += max(timed, min(m.max_reps * step, m.max_seconds)) if worst_case else timed
     if "redundancy" in task.metrics:   # a forward per layer at most, when layers do not fit at once
         seconds += config.n_layers * _step_seconds(task, config, "forward", task.batch_size, task.seq_len)

@@ -134,6 +134,10 @@ def read_measure(check: Checker, raw: Any) -> MeasureConfig | None:
     check.at_least(("measure", "max_seconds"), measure.max_seconds, 0, strict=True)
     check.at_least(("measure", "timeout"), measure.timeout, 0, strict=True)
     check.at_least(("measure", "threads"), measure.threads, 1)
+    check.at_least(("measure", "rounds"), measure.rounds, 1)
+    if measure.rounds > measure.max_reps >= 1:  # the budget is split across rounds, a step each at least
+        check.report(("measure", "rounds"), f"at most measure.max_reps ({measure.max_reps}): every round "
+                                            "takes at least one timed step", describe(measure.rounds))
     return measure
 
 

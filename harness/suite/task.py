@@ -15,6 +15,9 @@ from harness.tasks import task_class
 
 Mode = Literal["forward", "train"]
 Metric = Literal["time", "memory", "flops", "accuracy", "redundancy"]
+# How the variants of a point share the machine while they are timed: workers alive at once taking
+# turns one timed step each ("lockstep"), or one worker after another ("sequential").
+Pairing = Literal["lockstep", "sequential"]
 
 METRICS: tuple[str, ...] = get_args(Metric)
 
@@ -30,6 +33,14 @@ class MeasureConfig:
     max_seconds: float = 10.0  # time budget for the timed steps of one (point, variant)
     timeout: float = 300.0     # a worker still running after this is killed and the point fails
     threads: int | None = None  # torch intra-op threads; None keeps torch's default (recorded either way)
+    # Lockstep by default: a ratio of two timings taken seconds apart is at the mercy of whatever
+    # else the machine did in between; steps taken in turn share the moment.
+    pairing: Pairing = "lockstep"
+    # Rounds of fresh workers per point, sharing the timing budget above (split, not multiplied):
+    # the round is the unit of replication, since each process has its own memory layout. Two is
+    # the fewest that replicate; each round past the first costs every variant a fork, a model
+    # build and its warm-up steps again, which on the slow points is a step or two.
+    rounds: int = 2
 
 
 @dataclass(frozen=True)
