@@ -16,6 +16,7 @@ from harness.gate.confirm import confirm
 from harness.gate.markdown import render_markdown
 from harness.compare.policy import MetricRule, Policy, PolicyError, Rule, load_policy
 from harness.gate.table import terminal
+from synthetic_timings import Design, timings
 from harness.compare.timing import Timing, speedup_change, time_change
 from harness.compare.verdict import Verdict, adjust, decide
 
@@ -234,6 +235,41 @@ def test_efficiency_repeats_the_speedup_test_and_is_counted_once() -> None:
     assert changed["efficiency"].ratio == pytest.approx(changed["speedup"].ratio * 0.8)
 
 
+def _lockstep_run(speedup: float, rng: np.random.Generator, rounds: int = 8, per_round: int = 4) -> Run:
+    """One run whose baseline and reuse rows were measured in lockstep (rows as the worker writes them)."""
+    slow, fast = timings(rng, "bursty", speedup, 1, Design(rounds=rounds, per_round=per_round))
+    timed = {"pairing": "lockstep", "pair_id": "point-p", "rounds": rounds, "round_sizes": [per_round] * rounds}
+    return _run([_row("p", "baseline", "eager", slow.ravel(), **timed), _row("p", "reuse", "eager", fast.ravel(), **timed)])
+
+
+def test_the_stored_gate_catches_reuse_losing_its_whole_advantage() -> None:
+    """A speedup of 1.15x becoming 1.00x (-13%), both runs paired, under ci/policy.yaml: regressed."""
+    policy = load_policy(ROOT / "ci" / "policy.yaml")
+    rng = np.random.default_rng(60)
+    result = compare_runs(_lockstep_run(1.15, rng), _lockstep_run(1.00, rng), policy)
+    speedup = next(c for c in result.checks if c.metric == "speedup")
+    assert speedup.fields["pairing"] == "lockstep" and speedup.threshold == 0.10 and speedup.gated
+    assert speedup.verdict == Verdict.REGRESSED and speedup.ratio == pytest.approx(1 / 1.15, rel=0.04)
+    assert speedup.note == "two runs: lockstep pairs, 8 rounds"
+    unchanged = compare_runs(_lockstep_run(1.15, rng), _lockstep_run(1.15, rng), policy)
+    assert unchanged.passed
+
+
+def test_a_check_without_an_honest_interval_is_too_few_samples_and_untested() -> None:
+    rng = np.random.default_rng(61)
+    # One round of pairs: no spread between rounds to build an interval from.
+    base, cand = _lockstep_run(1.15, rng, rounds=1, per_round=30), _lockstep_run(1.0, rng, rounds=1, per_round=30)
+    result = compare_runs(base, cand, TIGHT)
+    speedup = next(c for c in result.checks if c.metric == "speedup")
+    assert speedup.verdict == Verdict.FEW and math.isnan(speedup.p_adjusted) and "needs rounds" in speedup.note
+    assert result.passed and not compare_runs(base, cand, Policy(fail_on_noisy=True, rules=())).passed
+    # Four samples a side: below the fewest the bootstrap of a ratio of medians covers with.
+    base, cand = _pair(rng, shift=0.5, n=4)
+    times = [c for c in compare_runs(base, cand, Policy(min_samples=2, rules=())).checks if c.metric == "time_ms"]
+    assert [c.verdict for c in times] == [Verdict.FEW, Verdict.FEW]
+    assert all(c.note == "too few samples (4 < 5)" for c in times)
+
+
 # ---- machines, deterministic metrics, missing rows -------------------------------------------
 def test_fingerprint_mismatch_makes_absolute_time_informational_but_ratios_still_gate() -> None:
     rng = np.random.default_rng(7)
@@ -267,6 +303,21 @@ def test_deterministic_metric_mismatch_is_a_regression() -> None:
     result = compare_runs(base, _run(rows), Policy())
     failing = result.failing()
     assert [(c.metric, c.variant, c.verdict) for c in failing] == [("flops_counted", "reuse", Verdict.CHANGED)]
+
+
+def test_counts_of_two_torch_versions_are_information_not_a_failure() -> None:
+    base, cand = _pair(np.random.default_rng(19))
+    rows = cand.results.to_dict("records")
+    rows[1]["flops_counted"] += 1
+    for torch, passed in (("2.5.1", True), ("2.4.0", False)):
+        other = Run(Path("/synthetic"), {**cand.manifest, "environment": {"machine_fingerprint": "machine-a",
+                                                                          "torch": torch}}, results_frame(rows))
+        base_run = Run(Path("/synthetic"), {**base.manifest, "environment": {"machine_fingerprint": "machine-a",
+                                                                             "torch": "2.4.0"}}, base.results)
+        result = compare_runs(base_run, other, Policy())
+        [changed] = [c for c in result.checks if c.verdict == Verdict.CHANGED]
+        assert result.passed is passed and changed.gated is not passed
+        assert ("torch 2.4.0 vs 2.5.1" in changed.note) is passed
 
 
 def test_memory_within_its_percentage_passes_beyond_it_fails() -> None:
@@ -349,6 +400,18 @@ def test_policy_errors_name_file_line_key_expected_and_found(tmp_path: Path) -> 
     assert len(lines) == len(expected), lines
     for line, (number, text) in zip(lines, expected):
         assert line.startswith(f"{path}:{number}: {text}"), line
+
+
+def test_a_threshold_that_could_never_fail_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("metrics:\n  speedup: {threshold: 1.0}\n  time_ms: {threshold: 9.0}\n"
+                    "rules:\n  - match: {pairing: lockstep}\n    efficiency: {threshold: 1.5}\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    lines = str(info.value).splitlines()
+    assert [line.split(": expected")[0] for line in lines] == [f"{path}:2: metrics.speedup.threshold",
+                                                               f"{path}:6: rules[0].efficiency.threshold"]
+    assert "could never fail" in lines[0]  # a time may grow tenfold; a speedup cannot fall by 100%
 
 
 def test_policy_file_problems_without_a_line(tmp_path: Path) -> None:

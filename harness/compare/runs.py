@@ -7,7 +7,8 @@ adjusted p-value where statistics apply, and a verdict under the policy.
 Machine independence: within-run ratios (reuse speedup over each baseline, and efficiency against
 the FLOP-ideal speedup) travel across machines, absolute times do not. So ratios are gated on any
 machine; absolute times only when the two runs' machine fingerprints match, and as information
-otherwise.
+otherwise. Likewise exact counts are held equal only between runs of one torch version: torch's
+FLOP counter and kernels change between versions, so a difference there is information.
 
 Every statistical check is estimated by timing.py's choice of paired.py's estimators, whose
 method (lockstep pairs, round medians, one round of samples) is the check's note.
@@ -118,8 +119,13 @@ def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None =
     if not any(k in cand_rows for k in ok_base):
         raise NothingToCompare(f"no measured row of the baseline {base.path} appears in {cand.path}: "
                                "are both runs of the same suite (and model config)?")
-    common = {"context": context, "same_machine": same_machine, "lockstep": in_lockstep(base, cand)}
-    notes = {"machine": f"different machines ({fp_base} vs {fp_cand}): absolute time shown, not gated"}
+    torch = [(run.manifest.get("environment") or {}).get("torch") for run in (base, cand)]
+    # An unrecorded version (an old run) cannot show a difference: held to the same counts.
+    same_torch = None in torch or torch[0] == torch[1]
+    common = {"context": context, "same_machine": same_machine, "lockstep": in_lockstep(base, cand),
+              "same_torch": same_torch}
+    notes = {"machine": f"different machines ({fp_base} vs {fp_cand}): absolute time shown, not gated",
+             "torch": f"torch {torch[0]} vs {torch[1]}: counts of different torch versions shown, not gated"}
     for key, brow in ok_base.items():
         result.checks += _row_checks(brow, cand_rows.get(key), policy, common, notes)
     result.new_rows = sum(1 for k, r in cand_rows.items() if r.get("status") == "ok" and k not in ok_base)
@@ -168,7 +174,10 @@ def _row_checks(brow: dict[str, Any], crow: dict[str, Any] | None, policy: Polic
         if cand is None:
             checks.append(make(metric, base, None, verdict=Verdict.MISSING, note="not measured in the candidate"))
             continue
-        checks.append(make(metric, base, cand, ratio=_ratio(base, cand), verdict=decide_exact(base, cand)))
+        check = make(metric, base, cand, ratio=_ratio(base, cand), verdict=decide_exact(base, cand))
+        if not common["same_torch"]:
+            check.gated, check.note = False, notes["torch"]
+        checks.append(check)
     base_mem, cand_mem = num(brow.get("peak_mem_bytes")), num(crow.get("peak_mem_bytes"))
     if math.isfinite(base_mem):
         if not math.isfinite(cand_mem):
