@@ -42,6 +42,7 @@ def render_markdown(comparison: Comparison, title: str = "Performance gate", gat
     if notes:
         out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     out.append("Verdicts: *regressed*/*improved* = significant after correction **and** beyond the "
-               "threshold; *too noisy* = the CI is wider than the threshold; *changed* = a deterministic "
+               "threshold; *too noisy* = the CI is wider than the threshold; *too few samples* = no honest 95% "
+               "interval (one round of pairs, or too few samples), so not tested; *changed* = a deterministic "
                "metric differs. Change and CI are candidate ÷ baseline − 1.")
     return "\n".join(out) + "\n"

@@ -45,7 +45,7 @@ def header(comparison: Comparison) -> list[str]:
                      "within-run ratios gated")
     p = comparison.policy
     lines.append(f"policy: {p.source} (alpha={p.alpha:g}, correction={p.correction}, "
-                 f"{p.confidence:.0%} bootstrap CIs, timing regressions re-measured {p.confirm}x)")
+                 f"{p.confidence:.0%} CIs, timing regressions re-measured {p.confirm}x)")
     lines += [f"re-measured: {path}" for path in comparison.confirmations]
     if comparison.confirm_note:
         lines.append(f"not re-measured: {comparison.confirm_note}")

@@ -37,8 +37,9 @@ def _plots(ok: pd.DataFrame, comps: pd.DataFrame, plan: AxisPlan, refs: list[str
     perf = [
         plots.metric_vs_x(ok, plan, keys, styler, metric="time_ms_median", name="time",
                           title="Time per step", ylabel="time per step (ms)", scale=1.0,
-                          band=("time_ms_ci_low", "time_ms_ci_high"),
-                          caption="Median time per step (log scale), with the 95% CI of the median as a band. "
+                          band=("time_ms_ci_low", "time_ms_ci_high", "time_ms_ci_level"),
+                          caption="Median time per step (log scale), with the 95% CI of the median as a band "
+                                  "where the samples allow one (6 or more; fewer leave a gap). "
                                   "Colour: variant; dashed: eager attention; solid: fused SDPA."),
         plots.speedup_vs_x(comps, plan, refs, cand_keys, styler),
         plots.speedup_vs_ratio(comps, plan, refs, variants),

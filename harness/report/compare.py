@@ -102,7 +102,9 @@ def _findings(comparison: Comparison, runs: dict[str, pd.DataFrame], machines: l
     if checks:
         out.append(f"{len(checks)} checks of B against A: {tally(checks)}. Regressed or improved means a "
                    f"{CORRECTION_NAMES[policy.correction]} p < {policy.alpha:g} and a change beyond the check's "
-                   "threshold; too noisy, a CI wider than the threshold. These are the verdicts "
+                   "threshold; too noisy, a CI wider than the threshold; too few samples, no honest 95% interval "
+                   "(one round of pairs, or too few samples), so untested. Each check's note names the method "
+                   "that made its interval. These are the verdicts "
                    f"`harness compare A B` prints, under the {policy.source}.")
     times = _of(checks, "time_ms")
     if times:

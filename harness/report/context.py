@@ -131,13 +131,14 @@ def header(manifest: dict[str, Any], df: pd.DataFrame, damaged: Sequence[str] = 
 
 def _cell(row: pd.Series | None) -> dict[str, Any]:
     if row is None:
-        return {"speedup": fmt.DASH, "outcome": fmt.UNKNOWN, "ideal": fmt.DASH, "efficiency": fmt.DASH,
+        return {"speedup": fmt.DASH, "outcome": fmt.UNKNOWN, "ci_method": "", "ideal": fmt.DASH, "efficiency": fmt.DASH,
                 "mem": fmt.DASH, "mem_class": "", "acc": fmt.DASH, "raw": ""}
     # Shown as a change (reuse ÷ baseline − 1): "−30%" reads as "30% less memory" at a glance.
     change = num(row.get("mem_ratio")) - 1.0
     return {
         "speedup": fmt.times_ci(row.get("speedup"), row.get("speedup_ci_low"), row.get("speedup_ci_high")),
         "outcome": fmt.outcome(row.get("speedup"), row.get("speedup_ci_low"), row.get("speedup_ci_high")),
+        "ci_method": str(row.get("speedup_ci_method") or ""),
         "ideal": fmt.times(row.get("flop_ideal_speedup")),
         "efficiency": fmt.percent(row.get("efficiency")),
         "mem": fmt.percent(change, signed=True),
@@ -171,8 +172,11 @@ def verdict_tables(comps: pd.DataFrame, plan: AxisPlan, refs: list[str],
                          "point": point_label(first, label_cols) or "(single point)",
                          "cells": [_cell(by_ref.get(ref)) for ref in refs]})
         missing = [ref for ref in refs if not (group["reference_backend"] == ref).any()]
+        # How the speedup CIs were made (lockstep pairs over rounds, or a fallback), or why one has none.
+        methods = "; ".join(f"{m} ({n} of {len(group)})" for m, n in
+                            group["speedup_ci_method"].value_counts(sort=False).items())
         tables.append({"title": f"{device} · {mode} · candidate runs {backend}", "device": device, "mode": mode,
-                       "backend": backend, "rows": rows, "missing_refs": missing, "has": has,
+                       "backend": backend, "rows": rows, "missing_refs": missing, "has": has, "ci_methods": methods,
                        "span": max(1, 3 * has["speed"] + has["mem"] + has["acc"])})
     order = {b: i for i, b in enumerate(PREFERRED_BACKENDS)}
     tables.sort(key=lambda t: (t["device"], t["mode"], order.get(t["backend"], 9), t["backend"]))

@@ -18,10 +18,11 @@ import pandas as pd
 from harness.compare.fmt import DASH
 from harness.compare.rows import num
 from harness.results.schema import RESULT_FIELDS
+from harness.stats import median_ci_level
 
 NUMERIC: tuple[str, ...] = (
     "seq_len", "batch_size", "reuse_ratio", "reuse_heads",
-    "time_ms_median", "time_ms_ci_low", "time_ms_ci_high", "time_ms_iqr", "time_ms_mean",
+    "time_ms_median", "time_ms_ci_low", "time_ms_ci_high", "time_ms_ci_level", "time_ms_iqr", "time_ms_mean",
     "time_ms_std", "time_ms_min", "time_ms_n", "tokens_per_s",
     "peak_mem_bytes", "resting_mem_bytes", "peak_rss_bytes",
     "flops_counted", "flops_analytic", "params",
@@ -73,6 +74,11 @@ def normalize(df: pd.DataFrame | None) -> pd.DataFrame:
             df[col] = None
     for col in NUMERIC:
         df[col] = [num(v) for v in df[col]]
+    # A row from before the level was recorded holds the order-statistic interval of its n samples,
+    # whose coverage follows from n alone.
+    df["time_ms_ci_level"] = [median_ci_level(int(n)) if math.isnan(level) and n >= 1 and not math.isnan(low)
+                              else level for level, n, low in zip(df["time_ms_ci_level"], df["time_ms_n"],
+                                                                   df["time_ms_ci_low"])]
     for col in ("variant", "model", "status", "device", "mode", "backend", "point_id"):
         df[col] = [_label(v) for v in df[col]]
     df["status"] = [s if s in ("ok", "failed", "skipped") else "failed" for s in df["status"]]

@@ -26,8 +26,13 @@ MAX_SAMPLES_SHOWN = 60       # per (point, series) in the noise plot: enough to 
 # ---- time and memory vs the swept axis -------------------------------------------------------
 
 
+# A band is drawn only where its interval reaches this coverage: the captions call it a 95% CI.
+BAND_LEVEL = 0.95
+
+
 def _by_x(df: pd.DataFrame, plan: AxisPlan, value: str, styler: Styler, keys: list[Any], ax: Axes,
-          scale: float = 1.0, band: tuple[str, str] | None = None) -> bool:
+          scale: float = 1.0, band: tuple[str, str, str] | None = None) -> bool:
+    """`band`: the columns of an interval's (low, high, coverage)."""
     drew = False
     for variant, backend, extra in keys:
         mask = (df["variant"] == variant) & (df["backend"] == backend) & match(df, plan.extra, extra)
@@ -44,16 +49,19 @@ def _by_x(df: pd.DataFrame, plan: AxisPlan, value: str, styler: Styler, keys: li
             continue
         x, y = s[plan.x].to_numpy(float), s[value].to_numpy(float) * scale
         ax.plot(x, y, label=legend_name(variant, backend, extra, plan), **style)
-        if band and s[band[0]].notna().all() and s[band[1]].notna().all():
-            ax.fill_between(x, s[band[0]].to_numpy(float) * scale, s[band[1]].to_numpy(float) * scale,
-                            color=style["color"], alpha=0.15, linewidth=0)
+        if band:
+            low, high = s[band[0]].to_numpy(float) * scale, s[band[1]].to_numpy(float) * scale
+            # Points with fewer samples than a 95% interval needs leave a gap instead of a false band.
+            real = np.isfinite(low) & np.isfinite(high) & (s[band[2]].to_numpy(float) >= BAND_LEVEL)
+            if real.any():
+                ax.fill_between(x, low, high, where=real, color=style["color"], alpha=0.15, linewidth=0)
         drew = True
     return drew
 
 
 def metric_vs_x(ok: pd.DataFrame, plan: AxisPlan, keys: list[Any], styler: Styler, *, metric: str,
                 name: str, title: str, ylabel: str, scale: float, caption: str,
-                band: tuple[str, str] | None = None) -> Plot:
+                band: tuple[str, str, str] | None = None) -> Plot:
     if plan.x is None and plan.ratio_swept:
         # A reuse-ratio sweep at one size: the ratio becomes the x axis (linear: it includes 0).
         extra = tuple(c for c in plan.extra if c != "reuse_ratio")
@@ -114,7 +122,8 @@ def _speedup_lines(ax: Axes, comps: pd.DataFrame, xcol: str, keys: list[Any], st
 
 def speedup_vs_x(comps: pd.DataFrame, plan: AxisPlan, refs: list[str], keys: list[Any], styler: Styler) -> Plot:
     title = "Speedup of reuse over each baseline"
-    caption = ("Baseline time ÷ reuse time (above 1×: reuse is faster), with its 95% bootstrap CI as a band. "
+    caption = ("Baseline time ÷ reuse time (above 1×: reuse is faster), with its 95% CI as a band where there is one "
+               "(the note under each verdict table says how they were made). "
                "The dotted line is the FLOP-ideal speedup (baseline FLOPs ÷ reuse FLOPs): what reuse would "
                "give if time followed FLOPs. Left: against the eager baseline; right: against the fused "
                "(SDPA) baseline, the one a real deployment would use.")
