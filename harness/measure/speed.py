@@ -259,8 +259,8 @@ def timing_columns(task: PointTask, samples: list[float]) -> dict[str, Any]:
     tokens = task.batch_size * task.seq_len
     return {
         "time_ms_median": s.median, "time_ms_ci_low": s.ci_low, "time_ms_ci_high": s.ci_high,
-        "time_ms_iqr": s.iqr, "time_ms_mean": s.mean, "time_ms_std": s.std, "time_ms_min": s.min,
-        "time_ms_n": s.n, "time_ms_samples": samples,
+        "time_ms_ci_level": s.ci_level, "time_ms_iqr": s.iqr, "time_ms_mean": s.mean, "time_ms_std": s.std,
+        "time_ms_min": s.min, "time_ms_n": s.n, "time_ms_samples": samples,
         "tokens_per_s": tokens / (s.median / 1e3) if s.median > 0 else None,
         "timed_s": sum(samples) / 1e3,
     }

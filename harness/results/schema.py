@@ -13,7 +13,8 @@ from typing import Any
 RESULT_FIELDS: tuple[str, ...] = (
     "point_id", "variant", "model", "status", "error",
     "device", "mode", "backend", "seq_len", "batch_size", "reuse_ratio", "reuse_heads", "reuse_source",
-    "time_ms_median", "time_ms_ci_low", "time_ms_ci_high", "time_ms_iqr", "time_ms_mean",
+    # time_ms_ci_level: the coverage the median's [ci_low, ci_high] achieves (below 0.95 under 6 samples)
+    "time_ms_median", "time_ms_ci_low", "time_ms_ci_high", "time_ms_ci_level", "time_ms_iqr", "time_ms_mean",
     "time_ms_std", "time_ms_min", "time_ms_n", "time_ms_samples", "tokens_per_s",
     "peak_mem_bytes", "resting_mem_bytes", "peak_rss_bytes",
     "flops_counted", "flops_analytic", "flops_by_component", "params",
