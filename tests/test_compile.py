@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -119,16 +120,18 @@ def test_bad_compile_keys_are_reported_where_written(tmp_path: Path, overrides: 
     assert message in str(err.value)
 
 
-def _row(variant: str, model: str, backend: str, n: int, ms: float, **extra: object) -> dict[str, object]:
+def _row(variant: str, model: str, backend: str, n: int, ms: float, **extra: Any) -> dict[str, Any]:
     samples = list(ms * (1 + 0.01 * np.sin(np.arange(8))))   # a 1% spread: tight, finite intervals
-    return {"point_id": f"{variant}-{backend}-{n}", "variant": variant, "model": model, "status": "ok",
+    impl = extra.pop("reuse_impl", None)
+    return {"point_id": f"{variant}-{impl}-{backend}-{n}", "variant": variant, "model": model, "status": "ok",
             "device": "cpu", "mode": "train", "backend": backend, "seq_len": n, "batch_size": 4,
             "reuse_ratio": 0.5 if model == "reuse" else None, "reuse_heads": None, "reuse_source": None,
             "time_ms_median": float(np.median(samples)), "time_ms_samples": samples, "peak_mem_bytes": 100,
-            "axes": {"seq_len": n}, **extra}
+            "axes": {"seq_len": n, **({"reuse_impl": impl} if impl else {})}, **extra}
 
 
 def test_the_verdict_names_the_fastest_reuse_form_against_the_fastest_baseline_compiled_ones_included() -> None:
+    # suites/implementations.yaml's shape: reuse_impl swept over a plain and a compiled reuse variant.
     # At n=256 the compiled baseline is the fastest of three and compiled recompute beats it; at
     # n=1024 every reuse form loses to it, and the fastest of them is named.
     times = {256: dict(eager=30, sdpa=20, compiled=15, mat=18, rec=16, rec_c=12),
@@ -137,15 +140,17 @@ def test_the_verdict_names_the_fastest_reuse_form_against_the_fastest_baseline_c
     for n, t in times.items():
         rows += [_row("baseline", "baseline", "eager", n, t["eager"]), _row("baseline", "baseline", "sdpa", n, t["sdpa"]),
                  _row("baseline-compiled", "baseline", "sdpa", n, t["compiled"], compile=True),
-                 _row("reuse-materialize", "reuse", "sdpa", n, t["mat"]),
-                 _row("reuse-recompute", "reuse", "sdpa", n, t["rec"]),
-                 _row("reuse-recompute-compiled", "reuse", "sdpa", n, t["rec_c"], compile=True)]
+                 _row("reuse", "reuse", "sdpa", n, t["mat"], reuse_impl="materialize"),
+                 _row("reuse", "reuse", "sdpa", n, t["rec"], reuse_impl="recompute"),
+                 _row("reuse-compiled", "reuse", "sdpa", n, t["rec_c"], reuse_impl="recompute", compile=True)]
     best = best_reuse(comparisons(pd.DataFrame(rows)))
     assert list(best["seq_len"]) == [256, 1024] and list(best["forms"]) == [3, 3]
-    assert list(best["variant"]) == ["reuse-recompute-compiled"] * 2
+    assert list(best["point_id"]) == ["reuse-compiled-recompute-sdpa-256", "reuse-compiled-recompute-sdpa-1024"]
     assert list(best["reference_variant"]) == ["baseline-compiled"] * 2
     assert list(best["speedup"].round(3)) == [1.25, round(120 / 140, 3)]
     plan = AxisPlan(x="seq_len", x_values=(256, 1024), extra=(), ratio_swept=False, facets=(("cpu", "train"),))
-    said = best_form_findings(comparisons(pd.DataFrame(rows)), plan)
-    assert len(said) == 2 and all("reuse-recompute-compiled" in s and "baseline-compiled" in s for s in said)
+    said = best_form_findings(comparisons(pd.DataFrame(rows)), plan, pd.DataFrame(rows))
+    assert len(said) == 2
+    assert all("reuse-compiled · sdpa (ratio 0.5) [reuse_impl=recompute]" in s and "baseline-compiled" in s
+               for s in said), said
     assert said[0].endswith("reuse wins.") and said[1].endswith("reuse loses.")

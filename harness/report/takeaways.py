@@ -98,17 +98,24 @@ def speed_findings(comps: pd.DataFrame, plan: AxisPlan, refs: list[str]) -> list
     return out
 
 
-def best_form_findings(comps: pd.DataFrame, plan: AxisPlan) -> list[str]:
+# Swept keys that tell one reuse form from another at a point (the comparisons do not carry them).
+FORM_KEYS: tuple[str, ...] = ("reuse_source", "reuse_impl", "compile")
+
+
+def best_form_findings(comps: pd.DataFrame, plan: AxisPlan, ok: pd.DataFrame) -> list[str]:
     """Per point with more than one reuse form: the fastest form against the fastest baseline."""
     best = best_reuse(having(comps, "speedup"))
+    axes_of = dict(zip(ok["point_id"], ok["axes"]))
     words = {fmt.WIN: "reuse wins", fmt.LOSS: "reuse loses", fmt.TIE: "no clear difference",
              fmt.UNKNOWN: "no interval to judge by"}
     out = []
     for _, r in best[best["forms"] > 1].iterrows():
         where = (point_label(r, [plan.x]) if plan.x else "") or "the measured point"
         outcome = fmt.outcome(r["speedup"], r["speedup_ci_low"], r["speedup_ci_high"])
+        swept = axes_of.get(r["point_id"]) or {}
+        form = ", ".join(f"{k}={fmt.plain(swept[k])}" for k in FORM_KEYS if k in swept and k not in plan.extra)
         out.append(f"{r['device']} · {r['mode']} · {where}: the fastest of {r['forms']} reuse forms, "
-                   f"{_name(r['variant'], r['backend'], r, plan)}, runs at "
+                   f"{_name(r['variant'], r['backend'], r, plan)}{f' [{form}]' if form else ''}, runs at "
                    f"{fmt.times_ci(r['speedup'], r['speedup_ci_low'], r['speedup_ci_high'])} the speed of the "
                    f"fastest baseline ({series_name(r['reference_variant'], r['reference_backend'])}): "
                    f"{words[outcome]}.")
@@ -305,7 +312,7 @@ def all_findings(df: pd.DataFrame, comps: pd.DataFrame, plan: AxisPlan, refs: li
     ok = df[df["status"] == "ok"]
     return {
         "Speed": speed_findings(comps, plan, refs),
-        "Best reuse form": best_form_findings(comps, plan),
+        "Best reuse form": best_form_findings(comps, plan, ok),
         "Efficiency": efficiency_findings(comps, plan),
         "Memory": memory_findings(comps, plan, refs),
         "Accuracy": accuracy_findings(accuracy_changes(comps, ok, plan)),
