@@ -1,253 +1,239 @@
-"""Reuse vs both baselines on this machine: step time, peak tensor memory, and the FLOP-ideal speedup.
+"""Every way to run reuse against every way to run the baseline, on this machine, measured in pairs.
 
-    python benchmarks/bench_models.py            # headline: B=4, d=256, H=8, 12 layers, n in {256, 1024, 2048}
-    python benchmarks/bench_models.py --quick    # smoke run: small model, short sequences
+    python benchmarks/bench_models.py                        # the table: n in {256, 1024, 2048}, forward and train
+    python benchmarks/bench_models.py --n 1024 --modes train  # some of it
+    python benchmarks/bench_models.py --quick                # smoke run: a tiny model, n = 64, forward
 
-For every sequence length and mode (forward; training step = forward + loss + backward + AdamW) it
-times six models built from one seed: the baseline and reuse (ratio 0.5, sources previous and
-first) on each backend. Speedups are baseline ÷ reuse medians; the FLOP-ideal speedup is the analytic
-FLOP ratio (models.cost). Peak memory is the CPU tensor allocator's peak during one step, from the
-profiler's allocation / free events, relative to the step's start (weights, inputs, optimizer state
-and grads already allocated are resting bytes, not counted). Variants are measured in rounds, in
-a fresh random order each round, so slow drift on a shared machine hits all of them alike.
+The variants are suites/implementations.yaml's: the baseline eager, on SDPA and compiled (SDPA);
+reuse (ratio 0.5) from each source (previous, first) in each implementation (materialize,
+recompute), compiled or not. The main job's model (d = 256, 8 heads, 6 layers, B = 4) runs in
+float32 on the CPU through the harness itself (harness.api.run_suite), so all the variants of a
+point are measured in lockstep (workers alive at once, taking turns one timed step each, in rounds
+of fresh processes) and every ratio's 95% interval is the harness's paired estimate. The run
+directory (with its HTML report) is kept under --out.
+
+Per point it prints each form's step time against the SDPA baseline [95% CI], its FLOP-ideal
+speedup, its peak step memory against the SDPA baseline's, then the fastest reuse form against the
+fastest baseline. Where a recompute form is slower than the SDPA baseline it shows where the time
+goes: torch.profiler's top ops for both, side by side, per step (--profile). Last, the targets:
+recompute at least 1.0x the SDPA baseline (compiled: the compiled baseline) at every point, and
+its peak step memory within 5% of the SDPA baseline's.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
-# On a shared machine, OpenMP threads that spin while waiting turn every barrier into a wait for
-# a descheduled sibling: with other jobs running, 2 threads measured 3-4x slower than 1. Passive
-# waiting removes that; it must be set before torch (libgomp) loads. An explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pandas as pd
+import yaml
 
-import argparse  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-from torch.utils.benchmark import Timer  # noqa: E402
+from harness.api import run_suite  # noqa: E402
+from harness.compare import fmt  # noqa: E402
+from harness.compare.paired import Contrast  # noqa: E402
+from harness.compare.timing import speedup, timing  # noqa: E402
+from harness.compare.within import best_reuse, comparisons  # noqa: E402
+from harness.results.load import load_run  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from models.config import TransformerConfig  # noqa: E402
-from models.cost import FLOP_CONVENTION, Mode, analytic_cost  # noqa: E402
-from models.transformer import Transformer, loss_fn, make_inputs  # noqa: E402
-
-Step = Callable[[], None]
-# wall: what a user waits for. cpu: process CPU time (all threads), which a busy shared machine
-# disturbs far less; ratios from it are the steadier estimate of the work each variant does.
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-SLOW_S = 2.0
+SUITE = ROOT / "suites" / "implementations.yaml"
+SDPA, COMPILED = "baseline-sdpa", "baseline-sdpa-compiled"  # the references, as implementations.yaml names them
+MEMORY_TARGET = 1.05                                        # recompute's peak within 5% of the SDPA baseline's
+TINY_MODEL = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 256, "vocab_size": 256}
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    backend: str
-    source: str | None  # None: baseline
-
-    def config(self, base: TransformerConfig, ratio: float) -> TransformerConfig:
-        if self.source is None:
-            return TransformerConfig.from_dict({**base.to_dict(), "backend": self.backend})
-        return TransformerConfig.from_dict({**base.to_dict(), "backend": self.backend,
-                                            "reuse_ratio": ratio, "reuse_source": self.source})
-
-
-VARIANTS: tuple[Variant, ...] = tuple(
-    Variant(f"{'base' if s is None else 'reuse-' + s}/{b}", b, s)
-    for s in (None, "previous", "first") for b in ("eager", "sdpa"))
-
-
-def make_step(model: Transformer, mode: Mode, batch_size: int, seq_len: int) -> Step:
-    cfg = model.config
-    x, y = make_inputs(cfg, batch_size, seq_len, seed=1)
-    if mode == "forward":
-        model.eval()
-
-        def forward() -> None:
-            with torch.no_grad():
-                model(x)
-        return forward
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    for p in model.parameters():        # create AdamW's state now: it is resting memory, not the step's
-        p.grad = torch.zeros_like(p)
-    opt.step()
-
-    def train() -> None:
-        opt.zero_grad(set_to_none=False)  # grads stay allocated between steps, like a training loop
-        loss_fn(cfg, model(x), y).backward()
-        opt.step()
-    return train
+# ---- the suite ---------------------------------------------------------------------------------
+def bench_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """suites/implementations.yaml at this script's sizes: CPU, float32, its own budget."""
+    suite = yaml.safe_load(SUITE.read_text())
+    suite["name"] = "bench_models"
+    suite["model"].update(max_len=max(args.n), **(TINY_MODEL if args.quick else {}))
+    sweep = suite["sweep"]
+    for key in ("zip", "exclude"):  # the shipped suite's CUDA section and CPU size limit
+        sweep.pop(key)
+    sweep.update(seq_len=args.n, mode=args.modes, device=["cpu"], batch_size=[2 if args.quick else 4])
+    # Rounds of fresh workers are what a paired interval is computed over (Student's t, rounds - 1
+    # degrees of freedom): the suite's 2 give one, too wide to tell 0.97x from 1.03x.
+    suite["measure"].update(threads=args.threads, max_seconds=args.budget, rounds=args.rounds)
+    if args.quick:
+        suite["measure"].update(min_reps=2, max_reps=4, timeout=300)
+    return suite
 
 
-def peak_step_bytes(step: Step) -> int:
-    """Peak of allocated minus freed CPU tensor bytes during one step (kineto's raw memory events)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and str(e.device_type()) == "DeviceType.CPU"), key=lambda t: t[0])
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
+def run(args: argparse.Namespace) -> Path:
+    from harness.suite.estimate import estimate_seconds
+    from harness.suite.loading import load_suite
+    from harness.suite.sweep import expand
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench_models.yaml"
+        path.write_text(yaml.safe_dump(bench_suite(args), sort_keys=False))
+        suite = load_suite(path)
+        tasks = expand(suite)
+        compiles = sum(t.compile for t in tasks) * suite.measure.rounds
+        print(f"# {len(tasks)} measurements in {suite.measure.rounds} rounds: about "
+              f"{estimate_seconds(tasks) / 60:.0f} min of measuring (the harness's estimate), plus {compiles} "
+              "compilations of a few seconds (cached) to a minute (cold) each", flush=True)
+        return run_suite(path, output_dir=args.out, progress=True)
 
 
-@dataclass
-class Point:
-    times: dict[str, list[float]]
-    peak: dict[str, int]
-
-    def median(self, name: str) -> float:
-        return statistics.median(self.times[name])
-
-
-def measure_point(steps: dict[str, Step], rounds: int, budget_s: float, threads: int,
-                  clock: Callable[[], float]) -> Point:
-    """Peak memory from one profiled step each, then interleaved timing rounds until every variant has
-    `rounds` samples and the budget is spent (at most 3 x rounds rounds)."""
-    peak, est = {}, {}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for name, step in steps.items():
-        # The profiled call is also the warm-up. For steps over SLOW_S it counts as a sample: the
-        # profiler's per-op overhead is then under ~1%, and it saves a third of the longest runs.
-        t0, c0 = time.perf_counter(), clock()
-        peak[name] = peak_step_bytes(step)
-        est[name], sample = time.perf_counter() - t0, clock() - c0
-        if est[name] > SLOW_S:
-            times[name].append(sample)
-    start, done = time.perf_counter(), 0
-    while True:
-        short = [name for name in steps if len(times[name]) < rounds]
-        in_budget = time.perf_counter() - start < budget_s and done < 3 * rounds
-        if not short and not in_budget:
-            break
-        order = list(steps) if in_budget else short
-        random.shuffle(order)
-        for name in order:
-            timer = Timer("step()", globals={"step": steps[name]}, num_threads=threads, timer=clock)
-            # Steps over ~0.3 s: one run per round (blocked_autorange would first spend a calibration run).
-            m = timer.timeit(1) if est[name] > 0.3 else timer.blocked_autorange(min_run_time=0.5)
-            times[name].extend(m.times)
-        done += 1
-    return Point(times, peak)
+# ---- the table ---------------------------------------------------------------------------------
+def form(row: dict[str, Any]) -> str:
+    """'reuse-compiled previous/recompute': the variant, with the reuse axes it was swept over."""
+    axes = row.get("axes") if isinstance(row.get("axes"), dict) else {}
+    reuse = "/".join(str(axes[k]) for k in ("reuse_source", "reuse_impl") if k in axes)
+    return f"{row['variant']} {reuse}".strip()
 
 
-def fmt_ratio(x: float) -> str:
-    return f"{x:5.2f}x"
+def order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Baselines first, then reuse by source, implementation, uncompiled before compiled."""
+    axes = row.get("axes") if isinstance(row.get("axes"), dict) else {}
+    return (row["model"] != "baseline", str(axes.get("reuse_source", "")), str(axes.get("reuse_impl", "")),
+            bool(row.get("compile")), row["variant"])
 
 
-def run(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    base = TransformerConfig(d_model=args.d_model, n_heads=args.heads, n_layers=args.layers, d_ff=4 * args.d_model,
-                             max_len=max(args.seq_lens), causal=args.causal)
-    print(f"# bench_models  torch {torch.__version__}  threads={torch.get_num_threads()}  "
-          f"load avg {os.getloadavg()[0]:.1f}  OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}  "
-          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
-    print(f"# B={args.batch} d_model={base.d_model} H={base.n_heads} d_h={base.d_head} layers={base.n_layers} "
-          f"d_ff={base.d_ff} causal={base.causal} reuse_ratio={args.ratio} float32 clock={args.clock}")
-    print(f"# {FLOP_CONVENTION}\n")
-    results: dict[tuple[str, int], Point] = {}
-    cfgs = {v.name: v.config(base, args.ratio) for v in VARIANTS}
-    t_start = time.perf_counter()
-    for mode in args.modes:
-        for n in args.seq_lens:
-            steps = {}
-            for v in VARIANTS:
-                torch.manual_seed(0)
-                steps[v.name] = make_step(Transformer(cfgs[v.name]), mode, args.batch, n)
-            results[(mode, n)] = point = measure_point(steps, args.rounds, args.budget, args.threads, CLOCKS[args.clock])
-            cells = "  ".join(f"{name} {point.median(name) * 1e3:8.1f}" for name in steps)
-            print(f"[{time.perf_counter() - t_start:6.0f}s] {mode:7s} n={n:5d} ms: {cells}", flush=True)
-            del steps
+def reference_of(row: dict[str, Any]) -> str:
+    """What a form is judged against: the SDPA baseline, compiled like it."""
+    return COMPILED if row.get("compile") else SDPA
 
-    def ideal(mode: Mode, n: int, baseline: str, reuse: str) -> float:
-        b = analytic_cost(cfgs[baseline], args.batch, n, mode).total
-        return b / analytic_cost(cfgs[reuse], args.batch, n, mode).total
 
-    print("\nSpeedup = baseline median ÷ reuse median (>1: reuse faster); ideal = FLOP ratio; "
-          "mem = reuse peak ÷ baseline peak")
-    head = (f"{'source':8s} {'mode':7s} {'n':>5s} | {'vs eager base':^21s} | {'vs sdpa base':^21s} | "
-            f"{'best reuse vs sdpa base':^29s}")
-    sub = f"{'':23s}| {'meas':>6s} {'ideal':>6s} {'mem':>6s} | {'meas':>6s} {'ideal':>6s} {'mem':>6s} | " \
-          f"{'meas':>6s} {'ideal':>6s} {'mem':>6s} {'via':>6s}"
-    print(head)
-    print(sub)
-    print("-" * len(sub))
-    target_lines = []
-    for source in ("previous", "first"):
-        for mode in args.modes:
-            for n in args.seq_lens:
-                p = results[(mode, n)]
-                re, rs = f"reuse-{source}/eager", f"reuse-{source}/sdpa"
-                best = min((re, rs), key=p.median)
-                cols = []
-                for b, r in (("base/eager", re), ("base/sdpa", rs), ("base/sdpa", best)):
-                    cols.append((p.median(b) / p.median(r), ideal(mode, n, b, r), p.peak[r] / max(p.peak[b], 1)))
-                cell = " | ".join(" ".join(fmt_ratio(x) for x in c) for c in cols)
-                print(f"{source:8s} {mode:7s} {n:5d} | {cell} {best.split('/')[1]:>6s}")
-                if n >= 1024:
-                    s_e, i_e, _ = cols[0]
-                    target_lines.append(f"  [{'MET ' if s_e >= i_e else 'MISS'}] vs eager baseline, measured "
-                                        f">= FLOP-ideal: {source} {mode} n={n} ({s_e:.2f} vs {i_e:.2f})")
-                    if source == "first" and mode == "forward":
-                        s_b = cols[2][0]
-                        target_lines.append(f"  [{'MET ' if s_b > 1 else 'MISS'}] reuse first (best backend) faster "
-                                            f"than sdpa baseline: forward n={n} ({s_b:.2f}x via {best})")
-    print("\nTargets (n >= 1024):")
-    print("\n".join(target_lines))
-    print("\nPer-variant medians in ms [IQR] and peak step memory in MiB:")
-    for (mode, n), p in results.items():
-        for name in p.times:
-            q = statistics.quantiles(p.times[name], n=4) if len(p.times[name]) > 1 else [p.median(name)] * 3
-            print(f"  {mode:7s} n={n:5d} {name:20s} {p.median(name) * 1e3:9.1f} [{q[0] * 1e3:.1f}, {q[2] * 1e3:.1f}] "
-                  f"({len(p.times[name])} samples)  peak {p.peak[name] / 2**20:8.1f}")
-    print(f"\n# total {time.perf_counter() - t_start:.0f}s, load avg now {os.getloadavg()[0]:.1f}")
+def versus(row: dict[str, Any], reference: dict[str, Any] | None) -> Contrast | None:
+    return speedup(timing(reference), timing(row)) if reference is not None else None
+
+
+def ratio(a: Any, b: Any) -> float:
+    a, b = float(a or math.nan), float(b or math.nan)
+    return a / b if b > 0 else math.nan
+
+
+def print_point(rows: list[dict[str, Any]]) -> None:
+    by_variant = {r["variant"]: r for r in rows if r["model"] == "baseline"}
+    sdpa = by_variant.get(SDPA)
+    first = rows[0]
+    pairing = {r.get("pairing") for r in rows if r.get("status") == "ok"} - {None}
+    print(f"\n{first['mode']} n={first['seq_len']}  (pairing: {', '.join(sorted(pairing)) or 'none'})")
+    print(f"  {'form':36s} {'ms':>9s}  {'vs sdpa base [95% CI]':>24s} {'ideal':>6s}  {'peak MiB':>9s} {'vs sdpa':>7s}")
+    for r in rows:
+        if r.get("status") != "ok":
+            print(f"  {form(r):36s} {r.get('status')}: {r.get('error')}")
+            continue
+        c = versus(r, sdpa)
+        cell = fmt.times_ci(c.estimate, c.low, c.high) if c is not None else fmt.DASH
+        ideal = ratio(sdpa.get("flops_analytic"), r.get("flops_analytic")) if sdpa else math.nan
+        mem = ratio(r.get("peak_mem_bytes"), sdpa.get("peak_mem_bytes")) if sdpa else math.nan
+        print(f"  {form(r):36s} {r['time_ms_median']:9.1f}  {cell:>24s} {fmt.times(ideal):>6s}  "
+              f"{(r.get('peak_mem_bytes') or 0) / 2**20:9.1f} {fmt.times(mem):>7s}")
+
+
+def print_best(comps: pd.DataFrame, rows: list[dict[str, Any]]) -> None:
+    print("\nThe fastest reuse form against the fastest baseline at each point:")
+    by_id = {r["point_id"]: r for r in rows}
+    for _, b in best_reuse(comps).iterrows():
+        outcome = fmt.outcome(b["speedup"], b["speedup_ci_low"], b["speedup_ci_high"])
+        words = {fmt.WIN: "reuse wins", fmt.LOSS: "reuse loses", fmt.TIE: "no clear difference"}.get(outcome, "")
+        print(f"  {b['mode']:7s} n={b['seq_len']:<5}  {form(by_id[b['point_id']]):36s} "
+              f"{fmt.times_ci(b['speedup'], b['speedup_ci_low'], b['speedup_ci_high'])} vs "
+              f"{b['reference_variant']} ({b['reference_backend']}): {words}")
+
+
+# ---- where the time goes -----------------------------------------------------------------------
+def profile(row: dict[str, Any], threads: int, artifacts: Path) -> list[dict[str, Any]]:
+    """torch.profiler's top ops of 3 steps of the row's model, in this process (not a timing)."""
+    import torch
+
+    from harness.measure.devices import get_device
+    from harness.measure.speed import measure_speed
+    from harness.suite.task import MeasureConfig, PointTask
+
+    torch._dynamo.reset()  # each model compiles afresh: dynamo's per-function cache would fill up
+    task = PointTask(point_id=f"profile-{row['point_id']}", variant=row["variant"], model=row["model"],
+                     model_config=row["model_config"], axes=row.get("axes") or {}, device="cpu",
+                     mode=row["mode"], seq_len=int(row["seq_len"]), batch_size=int(row["batch_size"]),
+                     seed=int(row.get("seed") or 0), metrics=("time",), compile=bool(row.get("compile")),
+                     measure=MeasureConfig(warmup=1, min_reps=1, max_reps=1, max_seconds=1, threads=threads))
+    return measure_speed(task, get_device("cpu"), artifacts=artifacts, profile="torch")["top_ops"]
+
+
+def print_profiles(row: dict[str, Any], reference: dict[str, Any], threads: int, artifacts: Path) -> None:
+    mine, theirs = (profile(r, threads, artifacts) for r in (row, reference))
+    ms = {name: [0.0, 0.0] for name in [o["name"] for o in mine + theirs]}
+    for side, ops in enumerate((mine, theirs)):
+        for op in ops:
+            ms[op["name"]][side] = op["self_cpu_ms"]
+    print(f"\n  where the time goes, {row['mode']} n={row['seq_len']}: {form(row)} against {reference['variant']} "
+          f"(self CPU ms per step, torch.profiler; traces in {artifacts})")
+    print(f"    {'op':48s} {'reuse':>9s} {'baseline':>9s} {'extra':>9s}")
+    for name, (a, b) in sorted(ms.items(), key=lambda kv: -abs(kv[1][0] - kv[1][1]))[:12]:
+        print(f"    {name[:48]:48s} {a:9.2f} {b:9.2f} {a - b:+9.2f}")
+
+
+# ---- targets -----------------------------------------------------------------------------------
+def print_targets(points: list[list[dict[str, Any]]], args: argparse.Namespace, run_dir: Path) -> None:
+    print("\nTargets: recompute >= 1.0x the SDPA baseline (compiled: the compiled one), peak memory within 5% of it:")
+    for rows in points:
+        baselines = {r["variant"]: r for r in rows if r["model"] == "baseline" and r.get("status") == "ok"}
+        for r in rows:
+            if r.get("status") != "ok" or (r.get("axes") or {}).get("reuse_impl") != "recompute":
+                continue
+            reference = baselines.get(reference_of(r))
+            c = versus(r, reference)
+            if reference is None or c is None:
+                print(f"  [ -- ] {r['mode']:7s} n={r['seq_len']:<5} {form(r)}: no {reference_of(r)} row to judge against")
+                continue
+            mem = ratio(r.get("peak_mem_bytes"), reference.get("peak_mem_bytes"))
+            speed_ok, mem_ok = c.estimate >= 1.0, mem <= MEMORY_TARGET
+            print(f"  [{'MET ' if speed_ok and mem_ok else 'MISS'}] {r['mode']:7s} n={r['seq_len']:<5} {form(r):36s} "
+                  f"{fmt.times_ci(c.estimate, c.low, c.high)} vs {reference['variant']} ({c.method}); "
+                  f"peak memory {fmt.times(mem)} its")
+            if args.profile == "always" or (args.profile == "slower" and not speed_ok):
+                print_profiles(r, reference, args.threads, run_dir / "artifacts")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    run_dir = run(args)
+    results = load_run(run_dir).results
+    rows = results.to_dict("records")
+    points: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=order):
+        points.setdefault((r["mode"], int(r["seq_len"])), []).append(r)
+    print(f"\n# bench_models: {run_dir} (report.html there); B={rows[0]['batch_size']}, float32, "
+          f"{args.threads} threads; ratios > 1: faster than the SDPA baseline; ideal: its FLOPs / the form's")
+    ordered = [points[k] for k in sorted(points, key=lambda k: (args.modes.index(k[0]), k[1]))]
+    for point_rows in ordered:
+        print_point(point_rows)
+    print_best(comparisons(results), rows)
+    print_targets(ordered, args, run_dir)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small model, short sequences: a smoke run")
-    ap.add_argument("--seq-lens", type=int, nargs="+", default=[256, 1024, 2048])
-    ap.add_argument("--modes", nargs="+", choices=["forward", "train"], default=["forward", "train"])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--ratio", type=float, default=0.5, help="reuse_ratio")
-    ap.add_argument("--causal", action="store_true", help="decoder-only (causal) instead of bidirectional")
+    ap.add_argument("--n", type=int, nargs="+", help="sequence lengths (default 256 1024 2048; --quick: 64)")
+    ap.add_argument("--modes", nargs="+", choices=["forward", "train"],
+                    help="default forward train (--quick: forward)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: a tiny model, one round, under a minute")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    ap.add_argument("--malloc", choices=["default", "retain"], default="default",
-                    help="retain: keep large freed blocks in glibc's heap (no page faults on reuse)")
-    ap.add_argument("--rounds", type=int, default=2, help="minimum interleaved rounds per point")
-    ap.add_argument("--budget", type=float, default=15.0, help="seconds per point after which no new round starts")
+    ap.add_argument("--budget", type=float, default=7.0,
+                    help="seconds of timed steps per variant and point, shared by its rounds")
+    ap.add_argument("--rounds", type=int, help="rounds of fresh workers per point (default 4; --quick: 1)")
+    ap.add_argument("--profile", choices=["slower", "always", "never"],
+                    help="profile a recompute form against its baseline when it is slower (default; --quick: "
+                         "never), always, or never")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports", help="where the run directory goes")
     args = ap.parse_args(argv)
+    args.n = args.n or ([64] if args.quick else [256, 1024, 2048])
+    args.modes = args.modes or (["forward"] if args.quick else ["forward", "train"])
+    args.rounds = args.rounds or (1 if args.quick else 4)
+    args.profile = args.profile or ("never" if args.quick else "slower")
     if args.quick:
-        args.seq_lens, args.layers, args.budget = [64, 128], 4, 2.0
+        args.budget = min(args.budget, 1.0)
     return args
-
-
-# glibc hands every block over 32 MiB straight back to the OS, so each fresh T×T tensor is
-# page-faulted in again; on this project's CPU that cost about as much as the matmul filling it. A
-# higher mmap threshold keeps such blocks in the heap for reuse, as a caching allocator would.
-# Tunables are read at process start, so the script re-executes itself with them.
-RETAINING_MALLOC = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
-
-
-def main() -> None:
-    args = parse()
-    if args.malloc == "retain" and os.environ.get("GLIBC_TUNABLES") != RETAINING_MALLOC:
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": RETAINING_MALLOC})
-    run(args)
 
 
 if __name__ == "__main__":
