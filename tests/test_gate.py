@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -110,6 +111,27 @@ def test_a_timing_regression_that_does_not_reproduce_does_not_fail(tiny_run: Pat
     assert "not reproduced on re-measurement 1" in result.stdout and "re-measured: " in result.stdout
     confirm_runs = [d for d in (tmp_path / "runs").iterdir() if "confirm" in d.name]
     assert len(confirm_runs) == 1 and (confirm_runs[0] / "results.jsonl").exists()
+    # The baseline is a run of this checkout too, so it was measured again as well.
+    assert "re-measurement: both runs are of this checkout's commit" in result.stdout
+
+
+def test_the_stored_remeasure_says_which_runs_it_can_measure_again(tiny_run: Path) -> None:
+    from harness.results.load import Run, load_run
+    from harness.run.remeasure import stored_remeasure
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    run = load_run(tiny_run)
+
+    def of(commit: str) -> Run:
+        return dataclasses.replace(run, manifest={**run.manifest, "environment": {"git_commit": commit}})
+
+    remeasure, note = stored_remeasure(of("f" * 40), of("e" * 40))
+    assert remeasure is None and note.startswith("candidate run is of commit eeeeeeeeee")
+    remeasure, note = stored_remeasure(of("f" * 40), of(head))
+    assert remeasure is not None and note == ("candidate re-measured, baseline kept as stored: it is commit "
+                                              "ffffffffff's run, which this checkout cannot measure again")
+    remeasure, note = stored_remeasure(of(head), of(head))
+    assert remeasure is not None and note.endswith("both re-measured")
 
 
 @pytest.mark.parametrize("args, message", [

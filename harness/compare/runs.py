@@ -73,7 +73,7 @@ class Comparison:
     checks: list[Check] = field(default_factory=list)
     new_rows: int = 0             # ok candidate rows the baseline does not have
     confirmations: list[Path] = field(default_factory=list)  # re-measured runs (harness.gate.confirm)
-    confirm_note: str = ""        # why timing regressions were not re-measured, if they were not
+    confirm_note: str = ""        # which runs the re-measurement covered, or why there was none
 
     def failing(self) -> list[Check]:
         fail = {Verdict.REGRESSED, Verdict.CHANGED, Verdict.FAILED}

@@ -6,8 +6,9 @@ agree with each other, the change looks significant, and no statistic computed f
 measurement can tell it from a real regression. A second, independent measurement can: a load
 burst does not come back at the same point in the same direction, a slower code path does. So
 before the gate fails on a timing check, the points behind the failing checks are measured again
-(the stored-baseline gate: the candidate's suite with this checkout's code; the A/B gate: both
-sides, interleaved again) and a check fails only if it regresses every time. Exact checks (FLOPs,
+(the stored-baseline gate: the candidate's suite with this checkout's code, and the baseline's
+too when it is a run of this commit, else it stays as stored; the A/B gate: both sides,
+interleaved again) and a check fails only if it regresses every time. Exact checks (FLOPs,
 parameters), memory and missing points are deterministic and need no confirmation. This module
 judges; the measuring is harness.run's (remeasure.py, ab.py), handed in as a Remeasure.
 """

@@ -50,9 +50,8 @@ def confirm_stored(comparison: Comparison) -> Comparison:
 
     if comparison.policy.confirm < 1 or not suspects(comparison):
         return comparison
-    remeasure, why = stored_remeasure(comparison.base, comparison.cand)
+    remeasure, comparison.confirm_note = stored_remeasure(comparison.base, comparison.cand)
     if remeasure is None:
-        comparison.confirm_note = why
         return comparison
     print(f"re-measuring {len(suspects(comparison))} timing regression(s) before failing ...", flush=True)
     return confirm(comparison, remeasure, comparison.policy.confirm)

@@ -48,7 +48,7 @@ def header(comparison: Comparison) -> list[str]:
                  f"{p.confidence:.0%} CIs, timing regressions re-measured {p.confirm}x)")
     lines += [f"re-measured: {path}" for path in comparison.confirmations]
     if comparison.confirm_note:
-        lines.append(f"not re-measured: {comparison.confirm_note}")
+        lines.append(f"re-measurement: {comparison.confirm_note}")
     return lines
 
 
