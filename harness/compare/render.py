@@ -64,5 +64,7 @@ def grouped_notes(checks: Iterable[Check]) -> list[str]:
     for note, group in where.items():
         first = group[0]
         place = f"{first.metric} {first.label} {first.variant}"
-        out.append(f"{place}: {note}" if len(group) == 1 else f"{len(group)} {first.metric} checks: {note}")
+        metrics = {c.metric for c in group}
+        what = f"{first.metric} checks" if len(metrics) == 1 else "checks"  # e.g. a speedup and its efficiency
+        out.append(f"{place}: {note}" if len(group) == 1 else f"{len(group)} {what}: {note}")
     return out
