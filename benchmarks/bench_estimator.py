@@ -1,6 +1,6 @@
 """How good are the judge's intervals? Coverage, false alarms and power on synthetic timings.
 
-    python benchmarks/bench_estimator.py               # about a minute on one core
+    python benchmarks/bench_estimator.py               # 2000 trials a cell: about two CPU-minutes
     python benchmarks/bench_estimator.py --trials 500  # a quick look
 
 Pure simulation (tests/synthetic_timings.py: iid, autocorrelated and bursty noise, a worker offset
