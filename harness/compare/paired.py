@@ -120,10 +120,6 @@ def _t_contrast(log_estimate: float, se: float, df: float | None, confidence: fl
                     _p_value(log_estimate, se, df), se, df, method, paired)
 
 
-def _plural(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
 def from_rounds(round_stats: ArrayLike, confidence: float, method: str, paired: bool = False) -> Contrast:
     """exp(mean) of R per-round log statistics, with Student's t on them (R − 1 df)."""
     m = np.asarray(round_stats, dtype=np.float64)
