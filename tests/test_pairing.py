@@ -24,11 +24,8 @@ from harness.run.rounds import measure_point, merge_rounds, per_round, rotation
 from harness.run.runner import RunOptions, points, start
 from harness.suite.loading import SuiteError, load_suite
 from harness.suite.sweep import expand
-from harness.suite.task import PointTask
+from harness.suite.task import MeasureConfig, PointTask
 from models.config import TransformerConfig
-
-CONTRACT = ("pairing", "rounds", "round_sizes", "pair_id")
-
 
 def _task(tmp_path: Path, **measure: Any) -> PointTask:
     task = expand(load_suite(tiny_suite(tmp_path / "s.yaml", seq_lens="[16]")))[0]
@@ -122,26 +119,25 @@ def test_the_variants_of_a_point_take_turns_one_timed_step_each(tmp_path: Path) 
     assert sorted(rows) == ["baseline-eager", "baseline-sdpa", "reuse-eager", "reuse-sdpa"]
     assert {r["status"] for r in rows.values()} == {"ok"}
     assert len({r["pair_id"] for r in rows.values()}) == 1 and all(r["pair_id"] for r in rows.values())
+    rounds = MeasureConfig().rounds
     pids = [pid for r in rows.values() for pid in r["worker_pids"]]
-    assert len(set(pids)) == len(pids) == 8  # a fresh worker per variant and round
+    assert len(set(pids)) == len(pids) == 4 * rounds  # a fresh worker per variant and round
     for r in rows.values():
-        assert r["pairing"] == "lockstep" and r["rounds"] == 2 and r["measure"]["rounds"] == 2
+        assert r["pairing"] == "lockstep" and r["rounds"] == r["measure"]["rounds"] == rounds
         assert sum(r["round_sizes"]) == len(r["time_ms_samples"]) == r["time_ms_n"] == len(r["turn_spans_s"])
     names = sorted(rows)
-    for round_index in range(2):
+    orders = []
+    for round_index in range(rounds):
         spans = {name: _by_round(rows[name], "turn_spans_s")[round_index] for name in names}
-        # The turn goes round the workers in a rotated order: round 2 starts with round 1's second.
-        order = sorted(names, key=lambda name: spans[name][0][0])
-        if round_index == 0:
-            first_order = order
-        else:
-            assert order == first_order[1:] + first_order[:1]
+        orders.append(sorted(names, key=lambda name: spans[name][0][0]))  # who had the turn first
         # One worker at a time, and every worker's k-th timed step ends before anyone's (k+1)-th.
         every = sorted(span for name in names for span in spans[name])
         assert all(end <= next_start for (_, end), (next_start, _) in zip(every, every[1:]))
         shortest = min(len(s) for s in spans.values())
         for k in range(shortest - 1):
             assert max(spans[name][k][1] for name in names) <= min(spans[name][k + 1][0] for name in names)
+    # The order rotates: each round starts with the previous round's second.
+    assert all(later == earlier[1:] + earlier[:1] for earlier, later in zip(orders, orders[1:]))
 
 
 @pytest.mark.slow
@@ -149,13 +145,14 @@ def test_a_variant_that_crashes_mid_rotation_costs_only_its_own_row(tmp_path: Pa
     variants = ("  baseline: {model: baseline}\n  reuse: {model: reuse, reuse_ratio: 0.5}\n"
                 "  exploding: {model: 'tests.fixture_models:exploding'}\n"
                 "  crashing: {model: 'tests.fixture_models:crashing_later'}")
-    rows = _rows(tmp_path, [], variants=variants, max_len=16, metrics="[time]")
+    # Two rounds, so each times at least two steps: the crash comes in the second, mid-rotation.
+    rows = _rows(tmp_path, ["measure.rounds=2"], variants=variants, max_len=16, metrics="[time]")
     assert rows["exploding-sdpa"]["status"] == rows["crashing-sdpa"]["status"] == "failed"
     assert "RuntimeError: boom at seq_len=16" in rows["exploding-sdpa"]["error"]
     assert "SIGKILL" in rows["crashing-sdpa"]["error"]
     for name in ("baseline-sdpa", "reuse-sdpa"):
         r = rows[name]
-        assert r["status"] == "ok" and r["rounds"] == 2 and r["pairing"] == "lockstep"
+        assert r["status"] == "ok" and r["rounds"] == r["measure"]["rounds"] and r["pairing"] == "lockstep"
         assert sum(r["round_sizes"]) == r["time_ms_n"] == r["measure"]["max_reps"]  # no round cut short
 
 

@@ -37,10 +37,11 @@ class MeasureConfig:
     # else the machine did in between; steps taken in turn share the moment.
     pairing: Pairing = "lockstep"
     # Rounds of fresh workers per point, sharing the timing budget above (split, not multiplied):
-    # the round is the unit of replication, since each process has its own memory layout. Two is
-    # the fewest that replicate; each round past the first costs every variant a fork, a model
-    # build and its warm-up steps again, which on the slow points is a step or two.
-    rounds: int = 2
+    # the round is the unit of replication, since each process has its own memory layout, and a
+    # ratio's interval is Student's t over the rounds. Three: with two, that t has one degree of
+    # freedom and the interval is 12.7 standard errors wide either way (4.3 with three); each
+    # round past the first costs every variant only a fork, a model build and its warm-up steps.
+    rounds: int = 3
 
 
 @dataclass(frozen=True)
