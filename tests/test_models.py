@@ -274,19 +274,21 @@ def test_forward_never_copies_probabilities(backend: str) -> None:
         assert mode.copies == [], (k, source, mode.copies)
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("backend,impl", [("eager", "materialize"), ("sdpa", "materialize"), ("sdpa", "recompute")])
 @pytest.mark.parametrize("k,source,alive", [(2, "previous", {4}), (3, "previous", {2, 3, 4}), (2, "first", {0})])
-def test_inference_frees_probabilities_no_later_layer_reads(backend: str, k: int, source: str,
-                                                           alive: set[int]) -> None:
-    # When the last layer runs, only probabilities it (transitively) reads may still be alive.
-    model = seeded("reuse", small(backend=backend, n_layers=6, reuse_heads=k, reuse_source=source))
+def test_inference_frees_what_no_later_layer_reads(backend: str, impl: str, k: int, source: str,
+                                                   alive: set[int]) -> None:
+    # When the last layer runs, only the probabilities (recompute: the q and k) it reads, directly
+    # or through the layers it reads, may still be alive.
+    model = seeded("reuse", small(backend=backend, reuse_impl=impl, n_layers=6, reuse_heads=k, reuse_source=source))
     own: dict[int, weakref.ref[Tensor]] = {}
     seen: set[int] = set()
 
     def record(layer: int) -> Any:
-        def hook(module: ReuseAttention, args: Any, output: tuple[Tensor, AttentionProbs | None]) -> None:
-            if output[1] is not None:
-                own[layer] = weakref.ref(output[1].chunks[0])
+        def hook(module: ReuseAttention, args: Any, output: tuple[Tensor, Any]) -> None:
+            handed = output[1]
+            if handed is not None:
+                own[layer] = weakref.ref(handed.q if isinstance(handed, QueryKey) else handed.chunks[0])
         return hook
 
     def check(module: ReuseAttention, args: Any) -> None:
