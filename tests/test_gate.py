@@ -98,21 +98,24 @@ def test_a_timing_regression_that_does_not_reproduce_does_not_fail(tiny_run: Pat
     burst = _edited_copy(tiny_run, tmp_path / "runs" / "cand", "reuse",
                          time_ms_samples=[20 * x for x in reuse["time_ms_samples"]],
                          time_ms_median=20 * reuse["time_ms_median"])
-    manifest = json.loads((burst / "manifest.json").read_text())
+    base = _edited_copy(tiny_run, tmp_path / "stored" / "base", "reuse")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    manifest["environment"]["git_commit"] = head  # "measured by this checkout", so re-measurable
-    (burst / "manifest.json").write_text(json.dumps(manifest))
+    for run in (burst, base):  # "measured by this checkout", so both are re-measurable
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest["environment"]["git_commit"] = head
+        (run / "manifest.json").write_text(json.dumps(manifest))
     strict = tmp_path / "no-confirm.yaml"
     strict.write_text(policy.read_text().replace("confirm: 1", "confirm: 0"))
-    result = harness_cmd("gate", str(burst), "--baseline", str(tiny_run), "--policy", str(strict))
+    result = harness_cmd("gate", str(burst), "--baseline", str(base), "--policy", str(strict))
     assert result.returncode == 1 and "regressed" in result.stdout  # taken at face value: a regression
-    result = harness_cmd("gate", str(burst), "--baseline", str(tiny_run), "--policy", str(policy))
+    result = harness_cmd("gate", str(burst), "--baseline", str(base), "--policy", str(policy))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "not reproduced on re-measurement 1" in result.stdout and "re-measured: " in result.stdout
-    confirm_runs = [d for d in (tmp_path / "runs").iterdir() if "confirm" in d.name]
-    assert len(confirm_runs) == 1 and (confirm_runs[0] / "results.jsonl").exists()
-    # The baseline is a run of this checkout too, so it was measured again as well.
+    # Both runs are of this checkout, so both were measured again, each beside its own run.
     assert "re-measurement: both runs are of this checkout's commit" in result.stdout
+    for where in ("runs", "stored"):
+        confirm_runs = [d for d in (tmp_path / where).iterdir() if "confirm" in d.name]
+        assert len(confirm_runs) == 1 and (confirm_runs[0] / "results.jsonl").exists()
 
 
 def test_the_stored_remeasure_says_which_runs_it_can_measure_again(tiny_run: Path) -> None:
