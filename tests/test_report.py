@@ -432,6 +432,8 @@ def test_an_interval_from_too_few_samples_is_labelled_with_its_level_and_drawn_a
     assert ">CI level<" in table and ">75%<" in table  # a row without the column: its level follows from n
     # ...and a speedup from it has no CI, saying why, under each verdict table it appears in
     assert page.count("Speedup CIs: too few samples (3 &lt; 5) (1 of 4); one round each: samples (3 of 4).") == 2
+    # Without an interval nothing shows the speedup is more than noise: neither a win nor a loss.
+    assert re.findall(r'class="num first-of-group (\w+)"[^>]*title="too few samples', page) == ["tie", "tie"]
 
     # The time plot's band skips a point whose interval is below 95% instead of calling it one.
     frame = normalize(pd.DataFrame([{"variant": "v", "model": "baseline", "status": "ok", "device": "cpu",

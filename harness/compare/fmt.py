@@ -140,14 +140,14 @@ def plain(value: Any) -> str:
 def outcome(value: Any, low: Any, high: Any) -> str:
     """WIN when the whole CI is above 1, LOSS when below, TIE when it straddles 1.
 
-    Without a CI (fewer than two samples on a side) the point estimate decides, since that is all
-    the run gives; the cell still shows no interval, so the reader sees it is unqualified.
+    Without a CI (too few samples, or one round of pairs) nothing shows the difference is more than
+    noise, so it is a TIE too; the cell shows no interval, so the reader sees why.
     """
     v, lo, hi = num(value), num(low), num(high)
     if math.isnan(v):
         return UNKNOWN
     if math.isnan(lo) or math.isnan(hi):
-        return WIN if v > 1 else LOSS if v < 1 else TIE
+        return TIE
     if lo > 1:
         return WIN
     if hi < 1:
