@@ -128,8 +128,8 @@ def summarize(samples: ArrayLike) -> Summary:
     q1, median, q3 = (float(v) for v in np.percentile(x, [25.0, 50.0, 75.0]))
     ci_low, ci_high = median_ci(x)
     return Summary(n=int(x.size), median=median, ci_low=ci_low, ci_high=ci_high,
-                   ci_level=median_ci_level(int(x.size)), iqr=q3 - q1, q1=q1, q3=q3, mean=float(x.mean()), std=float(x.std(ddof=1)) if x.size > 1 else 0.0,
-                   min=float(x.min()), max=float(x.max()))
+                   ci_level=median_ci_level(int(x.size)), iqr=q3 - q1, q1=q1, q3=q3, mean=float(x.mean()),
+                   std=float(x.std(ddof=1)) if x.size > 1 else 0.0, min=float(x.min()), max=float(x.max()))
 
 
 def ci_half_width_rel(samples: ArrayLike) -> float:

@@ -239,7 +239,8 @@ def _lockstep_run(speedup: float, rng: np.random.Generator, rounds: int = 8, per
     """One run whose baseline and reuse rows were measured in lockstep (rows as the worker writes them)."""
     slow, fast = timings(rng, "bursty", speedup, 1, Design(rounds=rounds, per_round=per_round))
     timed = {"pairing": "lockstep", "pair_id": "point-p", "rounds": rounds, "round_sizes": [per_round] * rounds}
-    return _run([_row("p", "baseline", "eager", slow.ravel(), **timed), _row("p", "reuse", "eager", fast.ravel(), **timed)])
+    return _run([_row("p", "baseline", "eager", slow.ravel(), **timed),
+                 _row("p", "reuse", "eager", fast.ravel(), **timed)])
 
 
 def test_the_stored_gate_catches_reuse_losing_its_whole_advantage() -> None:
