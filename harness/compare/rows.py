@@ -14,6 +14,10 @@ import numpy as np
 
 # The flat columns that locate a point; every other swept key lives in the row's `axes` dict.
 POINT_COLUMNS: tuple[str, ...] = ("device", "mode", "backend", "seq_len", "batch_size")
+# The machine a row was measured on (a cluster run's rows carry it; a local run's do not, which
+# is one machine). Not part of the point: the same point measured on two machines is one point,
+# but a ratio between two rows means something only when one machine measured both.
+NODE_COLUMN = "node"
 
 
 def num(value: Any) -> float:
@@ -36,6 +40,12 @@ def scalar(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def node(row: dict[str, Any]) -> str | None:
+    """The node that measured the row, or None for a row without one (a local run's: one machine)."""
+    value = row.get(NODE_COLUMN)
+    return value if isinstance(value, str) and value else None
 
 
 def axes(row: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,9 @@ adjusted p-value where statistics apply, and a verdict under the policy.
 Machine independence: within-run ratios (reuse speedup over each baseline, and efficiency against
 the FLOP-ideal speedup) travel across machines, absolute times do not. So ratios are gated on any
 machine; absolute times only when the two runs' machine fingerprints match, and as information
-otherwise. Likewise exact counts are held equal only between runs of one torch version: torch's
+otherwise. A cluster run's rows carry their node, and its manifest each node's environment: there
+a row's machine is its node's fingerprint, so a point measured on two different nodes in the two
+runs is not gated on its absolute time either. Likewise exact counts are held equal only between runs of one torch version: torch's
 FLOP counter and kernels change between versions, so a difference there is information.
 
 Every statistical check is estimated by timing.py's choice of paired.py's estimators, whose
@@ -25,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from harness.compare.policy import HIGHER_IS_WORSE, METRIC_KINDS, Policy
-from harness.compare.rows import POINT_COLUMNS, num, point_label, scalar
+from harness.compare.rows import POINT_COLUMNS, node, num, point_label, scalar
 from harness.compare.within import comparisons
 from harness.results.load import Run
+from harness.results.machines import node_environments
 from harness.compare.paired import Contrast, no_interval
 from harness.compare.timing import speedup_change, time_change, timing
 from harness.compare.verdict import Verdict, adjust, decide, decide_exact, decide_percent
@@ -97,6 +100,13 @@ def fingerprint(run: Run) -> str | None:
     return env.get("machine_fingerprint")
 
 
+def row_fingerprint(run: Run, row: dict[str, Any]) -> str | None:
+    """The fingerprint of the machine that measured `row`: its node's (a cluster run's manifest
+    records each node's environment), else the run's."""
+    env = node_environments(run.manifest).get(node(row) or "")
+    return env.get("machine_fingerprint") if env is not None else fingerprint(run)
+
+
 def infer_context(base: Run, cand: Run) -> Context:
     """Interleaved when both runs come from one `harness gate --against` measurement."""
     a, b = base.manifest.get("ab") or {}, cand.manifest.get("ab") or {}
@@ -124,10 +134,13 @@ def compare_runs(base: Run, cand: Run, policy: Policy, context: Context | None =
     same_torch = None in torch or torch[0] == torch[1]
     common = {"context": context, "same_machine": same_machine, "lockstep": in_lockstep(base, cand),
               "same_torch": same_torch}
-    notes = {"machine": f"different machines ({fp_base} vs {fp_cand}): absolute time shown, not gated",
-             "torch": f"torch {torch[0]} vs {torch[1]}: counts of different torch versions shown, not gated"}
+    notes = {"torch": f"torch {torch[0]} vs {torch[1]}: counts of different torch versions shown, not gated"}
     for key, brow in ok_base.items():
-        result.checks += _row_checks(brow, cand_rows.get(key), policy, common, notes)
+        crow = cand_rows.get(key)
+        machines = (row_fingerprint(base, brow), row_fingerprint(cand, crow) if crow is not None else None)
+        same = context == "interleaved" or (machines[0] is not None and machines[0] == machines[1])
+        notes["machine"] = f"different machines ({machines[0]} vs {machines[1]}): absolute time shown, not gated"
+        result.checks += _row_checks(brow, crow, policy, {**common, "same_machine": same}, notes)
     result.new_rows = sum(1 for k, r in cand_rows.items() if r.get("status") == "ok" and k not in ok_base)
     result.checks += _ratio_checks(base, cand, policy, common)
     _judge_statistical(result.checks, policy)
@@ -219,24 +232,31 @@ def _ratio_checks(base: Run, cand: Run, policy: Policy, common: dict[str, Any]) 
     if base_comps.empty or cand_comps.empty:
         return []
     rows_b, rows_c = _rows_by_id(base.results), _rows_by_id(cand.results)
-    cand_index = {(r["point_id"], r["reference_point_id"]): r for r in cand_comps.to_dict("records")}
+    # A speedup travels across machines, so a comparison meets its counterpart in the other run
+    # whichever node measured it there (the same node when that run has it on several).
+    cand_index: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in cand_comps.to_dict("records"):
+        cand_index.setdefault((r["point_id"], r["reference_point_id"]), []).append(r)
     checks: list[Check] = []
     for comp in base_comps.to_dict("records"):
-        other = cand_index.get((comp["point_id"], comp["reference_point_id"]))
-        if other is None:
+        candidates = cand_index.get((comp["point_id"], comp["reference_point_id"]), [])
+        if not candidates:
             continue  # the row checks already report the missing or failed row
-        timings = [timing(rows[pid]) for rows in (rows_b, rows_c) for pid in (comp["reference_point_id"],
-                                                                               comp["point_id"])]
+        other = next((c for c in candidates if node(c) == node(comp)), candidates[0])
+        # Each side's two rows come from the node its comparison was made on.
+        timings = [timing(rows[(node(side), pid)]) for rows, side in ((rows_b, comp), (rows_c, other))
+                   for pid in (side["reference_point_id"], side["point_id"])]
         if min(t.samples().size for t in timings) < policy.min_samples:
             contrast = _few(_ratio(comp["speedup"], other["speedup"]), policy)
         else:
             contrast = speedup_change(*timings, common["lockstep"], common["context"] == "interleaved",
                                       policy.confidence)
-        fields = {**_fields(rows_b[comp["point_id"]], common), "reference_backend": comp["reference_backend"],
+        base_row = rows_b[(node(comp), comp["point_id"])]
+        fields = {**_fields(base_row, common), "reference_backend": comp["reference_backend"],
                   "same_backend": bool(comp["same_backend"]), "reference_point_id": comp["reference_point_id"],
                   "pairing": "lockstep" if contrast.paired else "sequential"}
         variant = f"{comp['variant']} / {comp['reference_variant']}[{comp['reference_backend']}]"
-        label = point_label(rows_b[comp["point_id"]])
+        label = point_label(base_row)
         speedup = _ratio_check("speedup", contrast, comp, other, variant, label, fields, policy)
         checks.append(speedup)
         scale = _ideal_scale(comp, other)
@@ -257,8 +277,9 @@ def _ratio_check(metric: str, contrast: Contrast, comp: dict[str, Any], other: d
                  threshold=rule.threshold, gated=rule.gate, note=contrast.method)
 
 
-def _rows_by_id(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    return {r["point_id"]: r for r in results.to_dict("records")}
+def _rows_by_id(results: pd.DataFrame) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """Rows by (node, point_id): the rows a comparison of within.comparisons was made from."""
+    return {(node(r), r["point_id"]): r for r in results.to_dict("records")}
 
 
 def _ideal_scale(base_comp: dict[str, Any], cand_comp: dict[str, Any]) -> float:

@@ -13,6 +13,10 @@ compares variants through `comparisons`, so the rules live in one place:
   raw samples, never from the summary columns alone: from per-pair ratios when the two rows were
   measured in lockstep, with Student's t over rounds (harness.compare.paired, timing.py), else by
   the unpaired fallback the rows allow. `speedup_ci_method` says which made the interval.
+- A ratio is taken only between two rows measured on the same machine (`node`; rows without one,
+  a local run's, are one machine): a cluster run's rows come from several, and a baseline timed on
+  a faster node would make reuse look slower, or faster, by the difference between the machines.
+  The node is part of where a candidate meets its baselines, here and nowhere else.
 - A missing metric gives NaN in its column, never an exception: a run killed halfway or a suite
   measuring only memory must still load and compare.
 """
@@ -27,13 +31,13 @@ import pandas as pd
 
 from harness.compare import fmt
 from harness.compare.paired import Contrast, no_interval
-from harness.compare.rows import POINT_COLUMNS, axes, num, scalar
+from harness.compare.rows import NODE_COLUMN, POINT_COLUMNS, axes, node, num, scalar
 from harness.compare.timing import speedup as estimate_speedup, timing
 from models.config import REUSE_KEYS
 
 BASELINE_MODEL = "baseline"
 # Where a candidate meets its baselines: the point without its backend, since each baseline
-# backend is a reference of its own.
+# backend is a reference of its own (and, beside the point, the same node: see `_meeting`).
 _WHERE: tuple[str, ...] = tuple(c for c in POINT_COLUMNS if c != "backend")
 # Swept keys that may differ between a candidate and the baselines it is compared with: reuse
 # settings (the baseline has none), the backend and compilation (how each side is run: the
@@ -44,6 +48,11 @@ PREFERRED_BACKENDS: tuple[str, ...] = ("eager", "sdpa")
 
 
 # ---- comparisons -----------------------------------------------------------------------------
+
+
+def _meeting(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The key a candidate and its baselines share: the machine, then the point's columns."""
+    return (node(row), *(scalar(row.get(c)) for c in _WHERE))
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -99,6 +108,7 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
         **{column: scalar(candidate.get(column)) for column in _WHERE},
         **group_axes,
         **compiled,
+        NODE_COLUMN: node(candidate),
         "variant": candidate.get("variant"),
         "model": candidate.get("model"),
         "backend": backend,
@@ -127,7 +137,7 @@ def _compare(candidate: dict[str, Any], reference: dict[str, Any], group_axes: d
 
 # The columns of `comparisons`, in order; the extra swept keys of a suite go after the first four.
 COMPARISON_COLUMNS: tuple[str, ...] = (
-    *_WHERE, "variant", "model", "backend", "reference_variant", "reference_backend",
+    *_WHERE, NODE_COLUMN, "variant", "model", "backend", "reference_variant", "reference_backend",
     "same_backend", "reuse_ratio", "reuse_heads", "reuse_source", "time_ms", "reference_time_ms",
     "speedup", "speedup_ci_low", "speedup_ci_high", "speedup_ci_method", "mem_ratio", "mem_saving", "flop_ratio",
     "flop_ideal_speedup", "efficiency", "accuracy_delta", "point_id", "reference_point_id",
@@ -144,21 +154,20 @@ def comparisons(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (candidate row, baseline row at the same point): see the module docstring.
 
     The point is (device, mode, seq_len, batch_size) plus every other swept key the baseline
-    sees, except backend and reuse keys. Extra swept keys appear as columns after the point
-    columns. Candidates with no baseline at their point produce no row (see `unmatched`).
+    sees, except backend and reuse keys, on the candidate's node. Extra swept keys appear as
+    columns after the point columns. Candidates with no baseline at their point on their node
+    produce no row (see `unmatched`).
     """
     rows = _ok_rows(results)
     baselines_at: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("model") == BASELINE_MODEL:
-            core = tuple(scalar(row.get(c)) for c in _WHERE)
-            baselines_at.setdefault(core, []).append(row)
+            baselines_at.setdefault(_meeting(row), []).append(row)
     out: list[dict[str, Any]] = []
     for candidate in rows:
         if candidate.get("model") == BASELINE_MODEL:
             continue
-        core = tuple(scalar(candidate.get(c)) for c in _WHERE)
-        for reference in baselines_at.get(core, []):
+        for reference in baselines_at.get(_meeting(candidate), []):
             group_axes = {k: v for k, v in axes(reference).items() if k not in _NOT_GROUPING}
             if _matches(candidate, group_axes):
                 out.append(_compare(candidate, reference, group_axes))
@@ -172,17 +181,23 @@ def comparisons(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def unmatched(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Ok candidate rows that no baseline row could be compared with (e.g. its baseline failed)."""
-    compared = set((comparisons(results) if comps is None else comps)["point_id"])
-    lonely = {row.get("point_id") for row in _ok_rows(results)
-              if row.get("model") != BASELINE_MODEL and row.get("point_id") not in compared}
-    if not lonely:
-        return results.iloc[0:0]
-    return results[(results["status"] == "ok") & results["point_id"].isin(lonely)]
+    """Ok candidate rows that no baseline row could be compared with (e.g. its baseline failed, or
+    ran on another node)."""
+    comps = comparisons(results) if comps is None else comps
+    nodes = comps[NODE_COLUMN].map(_node_key) if NODE_COLUMN in comps else [None] * len(comps)
+    compared = set(zip(nodes, comps["point_id"]))
+    lonely = [i for i, row in zip(results.index, results.to_dict("records"))
+              if row.get("status") == "ok" and row.get("model") != BASELINE_MODEL
+              and (node(row), row.get("point_id")) not in compared]
+    return results.loc[lonely]
+
+
+def _node_key(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def best_baseline(comps: pd.DataFrame) -> pd.DataFrame:
-    """Per candidate row, the comparison against the fastest baseline at its point.
+    """Per candidate row, the comparison against the fastest baseline at its point (on its node).
 
     "Faster" is the lower reference median time; a candidate whose baselines have no time
     (an accuracy-only suite) keeps its first comparison. Row order follows `comps`.
@@ -191,7 +206,7 @@ def best_baseline(comps: pd.DataFrame) -> pd.DataFrame:
         return comps.copy()
     ranked = comps.assign(_order=np.arange(len(comps)))
     ranked = ranked.sort_values("reference_time_ms", kind="mergesort", na_position="last")
-    best = ranked.drop_duplicates(subset=["point_id"], keep="first")
+    best = ranked.drop_duplicates(subset=[NODE_COLUMN, "point_id"], keep="first")
     return best.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
@@ -209,7 +224,7 @@ def best_reuse(comps: pd.DataFrame) -> pd.DataFrame:
     if best.empty:
         return best.assign(forms=pd.Series(dtype=int))
     axis_columns = [c for c in best.columns if c not in COMPARISON_COLUMNS and c != "compile"]
-    point = [*_WHERE, *axis_columns, "reuse_ratio", "reuse_heads"]
+    point = [NODE_COLUMN, *_WHERE, *axis_columns, "reuse_ratio", "reuse_heads"]
     # How many forms there were to choose from: a "best" of one says nothing beyond its comparison.
     forms = best.groupby(point, dropna=False, sort=False)["point_id"].transform("size")
     ranked = best.assign(forms=forms).sort_values("time_ms", kind="mergesort")
@@ -251,11 +266,18 @@ def _render(header: list[str], rows: list[list[str]], left: int, gaps: list[str]
     return [line(header)] + [line(r) for r in rows]
 
 
+def machine_heading(value: Any) -> str:
+    """How a printer names the machine of a group of rows, when a run has several."""
+    name = _node_key(value)
+    return f"machine {name}" if name else "machine not recorded (rows without a node: a local session)"
+
+
 def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> str:
     """A compact table for the end of `harness run`: one line per candidate row.
 
     Each line shows the speedup [95% CI] and memory ratio against every baseline backend at its
     point (eager and sdpa), and the FLOP-ideal speedup; the footer says which method made the CIs.
+    When the rows come from several machines, each machine's lines follow a heading naming it.
     `comps` defaults to comparisons(results).
     """
     comps = comparisons(results) if comps is None else comps
@@ -270,9 +292,11 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
         labels = ["dev", "mode", "seq", "batch", *axis_columns, "variant", "backend", "reuse"]
         header = labels + [cell for b in references for cell in (f"vs {b}", "mem")] + ["ideal"]
         header += ["acc+"] if show_accuracy else []
-        rows = []
-        for _, group in comps.groupby("point_id", sort=False):
+        rows, row_nodes = [], []
+        keyed = comps.assign(**{NODE_COLUMN: comps[NODE_COLUMN].map(_node_key)})
+        for (machine, _), group in keyed.groupby([NODE_COLUMN, "point_id"], sort=False, dropna=False):
             first = group.iloc[0]
+            row_nodes.append(_node_key(machine))  # a missing node groups as NaN: back to None
             cells = [_label(first[c]) for c in columns] + [_reuse_cell(first)]
             for backend in references:
                 against = group[group["reference_backend"] == backend]
@@ -289,7 +313,13 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
             rows.append(cells)
         # Two spaces before each speedup and after the labels, one elsewhere: ~100 columns.
         gaps = [""] + [" "] * (len(labels) - 1) + ["  " if h.startswith("vs ") else " " for h in header[len(labels):]]
-        lines += _render(header, rows, left=len(labels) - 1, gaps=gaps)
+        rendered = _render(header, rows, left=len(labels) - 1, gaps=gaps)
+        lines.append(rendered[0])
+        machines = list(dict.fromkeys(row_nodes))
+        for machine in machines:  # one machine (any local run): no heading, rows in comparison order
+            if len(machines) > 1:
+                lines.append(f"-- {machine_heading(machine)}")
+            lines += [text for text, at in zip(rendered[1:], row_nodes) if at == machine]
         lines.append("vs X: speedup = baseline-on-X ms / candidate ms (>1: candidate faster), [95% CI]")
         # Which estimator made the intervals (lockstep pairs, round medians, one round of samples)
         # or why a speedup has none: a reader weighs a CI by what it covers.
@@ -302,5 +332,5 @@ def summary_table(results: pd.DataFrame, comps: pd.DataFrame | None = None) -> s
         lines.append("rows: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "skipped")))
         lonely = len(unmatched(results, comps))
         if lonely:
-            lines.append(f"{lonely} candidate row(s) had no ok baseline at their point")
+            lines.append(f"{lonely} candidate row(s) had no ok baseline at their point on their machine")
     return "\n".join(lines)
