@@ -13,9 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_suite
+from harness.compare.paired import paired_logs
+from harness.compare.timing import timing
 from harness.results.load import load_run
 from harness.results.store import RunDir
 from harness.run.ab import Side, interleave
@@ -71,11 +74,17 @@ def test_merged_rounds_keep_their_samples_apart_and_say_what_failed(tmp_path: Pa
     rows = [ok([3.0, 1.0, 2.0], "max_reps"), {"variant": task.variant, "status": "failed", "error": "boom"},
             ok([5.0, 4.0], "budget")]
     row = merge_rounds(rows, task, 3, "lockstep", "p1")
-    assert (row["pairing"], row["pair_id"], row["rounds"], row["round_sizes"]) == ("lockstep", "p1", 2, [3, 2])
+    assert (row["pairing"], row["pair_id"], row["rounds"], row["round_sizes"]) == ("lockstep", "p1", 2, [3, 0, 2])
     assert row["time_ms_samples"] == [3.0, 1.0, 2.0, 5.0, 4.0] and row["time_ms_n"] == 5
     assert row["time_ms_median"] == 3.0 and row["stop_reason"] == "budget" and len(row["turn_spans_s"]) == 5
     assert row["rounds_note"] == "1 of 3 rounds failed: boom" and row["worker_pids"] == [3, None, 2]
     assert row["measure"]["rounds"] == 3 and "lockstep" not in row
+    # The failed round keeps its place, so another variant's round 3 still pairs with this one's.
+    other = merge_rounds([ok([6.0, 2.0, 4.0], "max_reps"), ok([1.0], "max_reps"), ok([10.0, 8.0], "budget")],
+                         task, 3, "lockstep", "p1")
+    pairs = paired_logs(timing(row).rounds, timing(other).rounds)
+    assert pairs is not None and [p.size for p in pairs] == [3, 0, 2]
+    assert np.allclose(np.exp(pairs[2]), [2.0, 2.0])
     # A round whose worker did not take turns makes the row's pairs unsound: sequential, no pair id.
     unpaired = merge_rounds([ok([1.0], "max_reps"), {**ok([2.0], "max_reps"), "lockstep": None}],
                             task, 2, "lockstep", "p1")

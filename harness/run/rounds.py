@@ -98,6 +98,13 @@ def measure_point(slots: Sequence[Slot], rounds: int, pairing: Pairing, point_in
     return [merge_rounds(rows, task, rounds, pairing, pair_id) for rows, task in zip(collected, tasks)]
 
 
+def measure_tasks(executor: Executor, point: Sequence[PointTask], point_index: int) -> list[dict[str, Any]]:
+    """One row per task of a point, every task measured by `executor` in the rounds and with the
+    pairing its suite asks for: how a run measures a point, on this machine or on a cluster node."""
+    measure = point[0].measure
+    return measure_point([(executor, task) for task in point], measure.rounds, measure.pairing, point_index)
+
+
 def merge_rounds(rows: list[dict[str, Any]], task: PointTask, rounds: int, pairing: Pairing,
                  pair_id: str | None) -> dict[str, Any]:
     """One row for one slot measured in `rows` (a round each, in order): samples pooled, summary redone.
@@ -111,9 +118,12 @@ def merge_rounds(rows: list[dict[str, Any]], task: PointTask, rounds: int, pairi
     merged["measure"] = dataclasses.asdict(dataclasses.replace(task.measure, rounds=rounds, pairing=pairing))
     taken = [r for r in ok if r.get("time_ms_samples")]
     lockstep = pairing == "lockstep" and all(r.get("lockstep") for r in ok)
+    # A failed round keeps its place (0 samples): the estimator pairs rows round by round, by
+    # index, and the other variants of the point still have that round.
+    sizes = [len(r.get("time_ms_samples") or []) if r.get("status") == "ok" else 0 for r in rows]
     merged.update(pairing=("lockstep" if lockstep else "sequential") if timed(task) else None,
                   pair_id=pair_id if lockstep else None, rounds=len(taken),
-                  round_sizes=[len(r["time_ms_samples"]) for r in taken],
+                  round_sizes=sizes if taken else [],
                   worker_pids=[r.get("worker_pid") for r in rows])
     merged.pop("worker_pid", None)
     if not timed(task):
