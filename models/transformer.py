@@ -136,12 +136,13 @@ class ReuseAttention(nn.Module):
 
     def forward(self, x: Tensor, received: Received) -> tuple[Tensor, HandedOn | None]:
         B, T, C = x.shape
-        q, k, v = self._project(x)                                    # (B, T, h, hs): new, new, all heads
         drop = self.attn_dropout if self.training else 0.0
+        # Each form projects for itself: only its own frame holds q, k and v, so recompute can free
+        # the new heads' projection once it is copied (without grad).
         if self.recompute:
-            y, handed = self._recomputed(q, k, v, received, drop)
+            y, handed = self._recomputed(x, received, drop)
         else:
-            y, handed = self._materialized(q, k, v, received, drop)
+            y, handed = self._materialized(x, received, drop)
         return self.proj(y.reshape(B, T, C)), handed                  # y: (B, T, nh, hs)
 
     def _project(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -154,11 +155,11 @@ class ReuseAttention(nn.Module):
         v = F.linear(x, self.qkv.weight[rows:], self.qkv.bias[rows:]).view(B, T, nh, hs)
         return *qk.split([n_new, n_new], dim=2), v
 
-    def _recomputed(self, q: Tensor, k: Tensor, v: Tensor, received: Received,
-                    drop: float) -> tuple[Tensor, QueryKey | None]:
+    def _recomputed(self, x: Tensor, received: Received, drop: float) -> tuple[Tensor, QueryKey | None]:
         """Every head through one SDPA call: a reused head's probabilities are recomputed from its
         origin's q and k, so no T x T tensor ever exists."""
         assert isinstance(received, tuple), "recompute receives the q and k of its origin heads"
+        q, k, v = self._project(x)                                  # (B, T, h, hs): new, new, all heads
         parts = [p for p in (QueryKey(q, k), *received) if p.n_heads]
         if len(parts) > 1:
             # One copy each into token-major (B, T, H, hs) buffers, as the baseline lays out q and k:
@@ -166,18 +167,24 @@ class ReuseAttention(nn.Module):
             q, k = torch.cat([p.q for p in parts], dim=2), torch.cat([p.k for p in parts], dim=2)
         else:
             q, k = parts[0].q, parts[0].k
+        del parts  # without grad, the new heads' projection is free from here (see forward)
+        # The layer's own new heads lead q and k; hand on those some later layer reads.
+        handed = QueryKey(q, k).heads(0, self.n_read_later) if self.n_read_later else None
+        if handed is not None and not torch.is_grad_enabled():
+            # With grad, autograd keeps q and k for the backward anyway, and views cost nothing. Without,
+            # a view would keep the whole buffer alive until its last reader (at an origin layer with
+            # no copy, the whole qkv projection: +3 (B, T, C) through an inference pass); a compact
+            # copy of the read heads keeps only what is read.
+            handed = QueryKey(handed.q.contiguous(), handed.k.contiguous())
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            dropout_p=drop, is_causal=self.causal)   # (B, nh, T, hs)
-        # The layer's own new heads lead q and k; hand on (as views) those some later layer reads.
-        handed = QueryKey(q, k).heads(0, self.n_read_later) if self.n_read_later else None
         return y.transpose(1, 2), handed
 
-    def _materialized(self, q: Tensor, k: Tensor, v: Tensor, received: Received,
-                      drop: float) -> tuple[Tensor, AttentionProbs | None]:
+    def _materialized(self, x: Tensor, received: Received, drop: float) -> tuple[Tensor, AttentionProbs | None]:
         """Materialized heads (all on eager; on sdpa those a later layer reads), the other new heads
         fused, reused heads as P·V on the probabilities handed in."""
         assert received is None or isinstance(received, AttentionProbs)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)   # (B, h, T, hs)
+        q, k, v = (t.transpose(1, 2) for t in self._project(x))         # (B, h, T, hs): new, new, all heads
         n_new, n_mat = self.n_new, self.n_materialized
         outs: list[Tensor] = []
         own: AttentionProbs | None = None
