@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gate.py                  # 20 trials, 15-20 minutes on a loaded 2-core box
     python benchmarks/bench_gate.py --trials 4       # a quick look
+    python benchmarks/bench_gate.py --threads 2      # every worker at 2 intra-op threads
     python benchmarks/bench_gate.py --reanalyze DIR  # re-judge trials kept with --keep DIR (no measuring)
 
 Each trial is one real interleaved measurement (harness.run.ab.interleave, the engine of
@@ -57,7 +58,7 @@ variants:
   reuse: {{model: "tests.gate_fixture_models:slowed", reuse_ratio: 0.5}}
 sweep: {{seq_len: [{seq_len}], batch_size: [2], device: [cpu], mode: [{mode}], backend: [{backend}]}}
 metrics: [time, memory, flops]
-measure: {{warmup: 2, min_reps: 18, max_reps: 120, target_ci: 0.01, max_seconds: 2.4, timeout: 120, threads: 1}}
+measure: {{warmup: 2, min_reps: 18, max_reps: 120, target_ci: 0.01, max_seconds: 2.4, timeout: 120, threads: {threads}}}
 seed: 0
 """
 # (label, mode, backend, seq_len): a training step at n=128 costs about what a forward at 256 does
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per point and side (gate --rounds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of every worker (ci/gate.yaml's 1; 2 on a 2-core machine leaves no "
+                             "core to spare: the workers are not pinned and share both cores with everything else)")
     parser.add_argument("--policy", type=Path, default=ROOT / "ci" / "policy.yaml")
     parser.add_argument("--keep", type=Path, help="keep the run directories here (default: a temp dir, removed)")
     parser.add_argument("--reanalyze", type=Path, metavar="DIR", help="re-judge the trials kept in DIR; no measuring")
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     suites = {}
     for label, mode, backend, seq_len in POINTS:
         path = suite_dir / f"{label}.yaml"
-        path.write_text(SUITE.format(label=label, mode=mode, backend=backend, seq_len=seq_len))
+        path.write_text(SUITE.format(label=label, mode=mode, backend=backend, seq_len=seq_len, threads=args.threads))
         suites[label] = load_suite(path)
     started = time.perf_counter()
     trials: list[Trial] = []

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_noise.py            # n in {256, 512, 1024}, forward and train, eager and sdpa
     python benchmarks/bench_noise.py --quick    # smoke run: a tiny model, n = 64 (under a minute)
+    python benchmarks/bench_noise.py --threads 2 --rounds 5   # other measure settings than the main job's
 
 The suite is the main job's (suites/seq_len.yaml: its model, variants and measure block, so its
 pairing and rounds too) on the CPU at n in {256, 512, 1024}. It runs twice through the harness
@@ -51,6 +52,9 @@ def noise_suite(args: argparse.Namespace) -> dict[str, Any]:
              "sweep": {"seq_len": args.n, "batch_size": main["sweep"]["batch_size"], "device": ["cpu"],
                        "mode": args.modes, "backend": ["eager", "sdpa"]},
              "metrics": ["time"], "measure": dict(main["measure"]), "seed": main.get("seed", 0)}
+    for key in ("threads", "rounds"):  # what to try against the main job's own settings
+        if getattr(args, key) is not None:
+            suite["measure"][key] = getattr(args, key)
     if args.quick:
         suite["model"] = {**suite["model"], "d_model": 64, "n_heads": 4, "n_layers": 3, "d_ff": 128}
         suite["measure"].update(max_seconds=1.5)
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[256, 512, 1024], help="sequence lengths")
     parser.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
     parser.add_argument("--quick", action="store_true", help="a tiny model at n = 64: checks the script")
+    parser.add_argument("--threads", type=int, help="intra-op threads per worker (default: the main job's)")
+    parser.add_argument("--rounds", type=int, help="rounds of fresh workers per point (default: the main job's)")
     parser.add_argument("--out", type=Path, default=None, help="keep both run directories here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -120,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         suite_file = Path(tmp) / "noise.yaml"
-        suite_file.write_text(yaml.safe_dump(noise_suite(args), sort_keys=False))
+        suite = noise_suite(args)
+        suite_file.write_text(yaml.safe_dump(suite, sort_keys=False))
+        m = suite["measure"]
+        print(f"measure: threads {m.get('threads')}, rounds {m.get('rounds', 'default')}, "
+              f"pairing {m.get('pairing', 'default')}, {m.get('max_seconds')} s per variant", flush=True)
         quiet = measure(suite_file, out, busy=False)
         busy = measure(suite_file, out, busy=True)
     lines, ratios, flips = table(quiet, busy)
