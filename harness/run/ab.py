@@ -31,7 +31,7 @@ from harness.run.forkserver import ForkServerExecutor
 from harness.run.git import git, repo_root, resolve_rev, worktree
 from harness.run.lockstep import supports_lockstep
 from harness.run.rounds import measure_point
-from harness.run.runner import describe, points
+from harness.run.points import describe, points
 from harness.suite.loading import Suite
 from harness.suite.sweep import expand
 from harness.suite.task import Pairing, PointTask

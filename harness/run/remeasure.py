@@ -17,8 +17,8 @@ from harness.results.lock import writer_lock
 from harness.results.store import RunDir
 from harness.run.environment import environment
 from harness.run.forkserver import ForkServerExecutor
-from harness.run.rounds import measure_point
-from harness.run.runner import points
+from harness.run.points import points
+from harness.run.rounds import measure_tasks
 from harness.suite.loading import Suite
 from harness.suite.sweep import expand
 
@@ -63,8 +63,7 @@ def measure_points(cand: Run, ids: set[str]) -> Path:
         run.new_manifest(suite, environment(suite.measure.threads), sum(len(p) for p in groups),
                          confirms=cand.run_id)
         for index, point in enumerate(groups):
-            m = point[0].measure
-            for row in measure_point([(executor, t) for t in point], m.rounds, m.pairing, index):
+            for row in measure_tasks(executor, point, index):
                 run.append(row)
         run.finish("complete")
     return run.path
