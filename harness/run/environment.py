@@ -27,6 +27,11 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_state() -> tuple[str | None, bool]:
+    """This checkout's commit (None outside git) and whether tracked files differ from it."""
+    return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -70,10 +75,11 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     import torch
 
     gpu = _gpu()
+    commit, dirty = git_state()
     env = {
         "harness_version": _version("reuse-bench"),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,

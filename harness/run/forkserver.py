@@ -195,6 +195,7 @@ class ForkServerExecutor:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
         self._pending = b""  # bytes read from the server beyond the last full line
         self._exited: dict[int, int] = {}  # exit codes the server reported while we waited for others
+        self._alive: set[int] = set()      # workers forked and not yet finished: what kill() stops
         if self._read(start_timeout) is None:
             self.close()
             raise RuntimeError(f"worker server for {self.root or CODE_ROOT} did not start: {self._server_log()}")
@@ -266,12 +267,14 @@ class ForkServerExecutor:
             pending.error = f"worker server did not fork a worker: {self._server_log()}"
         else:
             pending.pid = int(forked["forked"])
+            self._alive.add(pending.pid)
         return pending
 
     def finish(self, pending: Pending, timeout: float) -> list[dict[str, Any]]:
         """Wait up to `timeout` for the worker `start` forked (then kill it); its rows, one per task."""
         if pending.error is None:
             pending.error = self._wait_child(pending, timeout)
+        self._alive.discard(pending.pid)
         rows = complete_rows(pending.tasks, read_rows(pending.out), pending.error)
         pending.tmp.cleanup()
         return rows
@@ -286,6 +289,18 @@ class ForkServerExecutor:
             self._exit_code(pending.pid, 30.0)  # the server's report of that exit
             return timeout_message(pending.tasks[0].measure.timeout)
         return crash_message(code, pending.err)
+
+    def kill(self) -> None:
+        """Stop every worker still alive and the server now, waiting for nothing: a cancelled
+        measurement (a cluster run interrupted mid-point) must not leave workers measuring on.
+        Safe to call from another thread than the one measuring; that one's workers then fail."""
+        for pid in list(self._alive):
+            try:
+                os.kill(pid, signal.SIGKILL)  # a worker this server forked, by its pid
+            except ProcessLookupError:
+                pass
+        if self._proc.poll() is None:
+            self._proc.kill()
 
     def close(self) -> None:
         if self._proc.poll() is None:
