@@ -23,14 +23,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from harness.suite.estimate import dry_run
     from harness.suite.loading import load_suite
 
+    options = _run_options(args)
     if args.resume:
         if args.suite or args.set:
             raise UsageError("--resume takes the suite from the run directory: give no SUITE or --set")
         _require_run_dir(args.resume)
-        outcome = runner.resume(Path(args.resume), _run_options(args))
+        outcome = runner.resume(Path(args.resume), options)
         return _finish(outcome, report=not args.no_report)
     if not args.suite:
         raise UsageError("give a SUITE file (or --resume RUN_DIR)")
+    options.check()
     suite = load_suite(args.suite, args.set)
     if args.profile == "pyspy":
         from harness.measure.profiling.pyspy import pyspy_available
@@ -39,18 +41,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not ok:
             raise UsageError(f"--profile pyspy: {why}")
     if args.dry_run:
-        print("\n".join(dry_run(suite)))
+        print("\n".join(_cluster_dry_run(suite, args.ray_address) if args.executor == "ray" else dry_run(suite)))
         return EXIT_OK
-    for warning in machine_warnings(suite.measure.threads):
-        print(f"warning: {warning}", file=sys.stderr)
-    return _finish(runner.start(suite, _run_options(args)), report=not args.no_report)
+    if args.executor != "ray" or args.ray_address is None:  # the machine that measures is this one
+        for warning in machine_warnings(suite.measure.threads):
+            print(f"warning: {warning}", file=sys.stderr)
+    return _finish(runner.start(suite, options), report=not args.no_report)
+
+
+def _cluster_dry_run(suite, address: str | None) -> list[str]:  # suite: harness.suite.loading.Suite
+    from harness.run.cluster.settings import require_ray
+
+    require_ray()
+    from harness.run.cluster.dryrun import cluster_dry_run
+
+    return cluster_dry_run(suite, address)
 
 
 def _run_options(args: argparse.Namespace):  # -> runner.RunOptions
     from harness.run.runner import RunOptions
 
     return RunOptions(output_dir=Path(args.output_dir) if args.output_dir else None, profile=args.profile,
-                      progress=not args.no_progress and sys.stderr.isatty() or args.progress)
+                      progress=not args.no_progress and sys.stderr.isatty() or args.progress,
+                      executor=args.executor, ray_address=args.ray_address)
 
 
 def _finish(outcome, report: bool) -> int:  # outcome: runner.RunOutcome
@@ -159,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     run.add_argument("--dry-run", action="store_true", help="list the measurements and an estimated time")
     run.add_argument("--profile", choices=["pyspy", "torch"], help="record a profile of every point")
+    run.add_argument("--executor", choices=["local", "ray"],
+                     help="where points are measured: this machine (default) or a Ray cluster, one point with all "
+                          "its variants per unit of work (needs the ray extra: pip install -e '.[ray]'); "
+                          "--resume uses the run's own unless given")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="with --executor ray: the cluster (auto, HOST:PORT or ray://HOST:PORT); without it a "
+                          "local Ray instance is started for the run and stopped after it")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     run.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -1,11 +1,15 @@
 """Run a suite: expand it into points, measure each point's variants paired, store every row.
 
-    suite ─► sweep (tasks) ─► rounds (a fresh worker per variant and round) ─► store (results.jsonl)
+    suite ─► sweep (tasks) ─► points ─► a backend measures them ─► store (results.jsonl)
 
 A point is everything compared with each other: the variants on every backend at one (device,
 mode, seq_len, batch_size, …). Its variants are measured together, each in its own worker, in
-lockstep by default (harness/run/rounds.py); points never share state. Rows are appended as each
-point finishes; `resume` skips every (point, variant) already stored, whatever its status, so
+lockstep by default (harness/run/rounds.py); points never share state. Where the points are
+measured is a backend's business: this machine's fork server, one point after another
+(LocalBackend, here), or a Ray cluster, several points at once (harness/run/cluster/). Either hands
+back (point, rows) pairs as points finish, and this module does the bookkeeping for both: rows
+appended and fsync'ed as they come, one progress bar, the counts, the manifest, an interrupted
+run left resumable. `resume` skips every (point, variant) already stored, whatever its status, so
 nothing is redone or duplicated.
 
 The run directory's writer lock is held from the first byte written to the last, so a second
@@ -17,20 +21,28 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Literal, Protocol
 
+from harness.errors import UsageError
 from harness.results.lock import writer_lock
 from harness.results.store import RunDir
+from harness.run.cluster.settings import check_address
 from harness.run.environment import environment
 from harness.run.executor import CommandExecutor, Executor
 from harness.run.forkserver import ForkServerExecutor
-from harness.run.rounds import measure_point
+from harness.run.points import describe, points
+from harness.run.rounds import measure_point, measure_tasks
 from harness.suite.loading import Suite
-from harness.suite.sweep import expand, group_key
+from harness.suite.sweep import expand
 from harness.suite.task import PointTask
+
+__all__ = ["RunOptions", "RunOutcome", "start", "resume", "points", "describe"]
+
+ExecutorKind = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,24 @@ class RunOptions:
     output_dir: Path | None = None       # default: the suite's output_dir (reports/)
     profile: str | None = None           # None | "torch" | "pyspy"
     progress: bool = True
+    # Where points are measured: "local" (this machine) or "ray" (a Ray cluster). None: local for
+    # a new run; for a resume, what the run's manifest says it was started with.
+    executor: ExecutorKind | None = None
+    # With executor "ray": `auto`, HOST:PORT or ray://HOST:PORT; None starts a local Ray instance
+    # for the run (stopped after it), or on resume connects where the manifest says.
+    ray_address: str | None = None
+
+    def check(self) -> None:
+        """Refuse contradictory options before anything is created (UsageError: exit 2)."""
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise UsageError(f"--executor {self.executor}: expected one of {', '.join(EXECUTORS)}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise UsageError("--ray-address goes with --executor ray")
+        if self.ray_address is not None:
+            check_address(self.ray_address)
+        if self.executor == "ray" and self.profile is not None:
+            raise UsageError(f"--profile {self.profile} runs on this machine only: a cluster node would write the "
+                             "profiles to its own disk; profile the points of interest locally")
 
 
 @dataclass
@@ -54,36 +84,98 @@ class RunOutcome:
         return 1 if self.counts.get("failed", 0) else 0
 
 
-def points(tasks: list[PointTask]) -> list[list[PointTask]]:
-    """Group tasks into points (measured together), keeping the sweep's order."""
-    groups: dict[tuple[Any, ...], list[PointTask]] = {}
-    for task in tasks:
-        groups.setdefault(group_key(task), []).append(task)
-    return list(groups.values())
+PointRows = tuple[list[PointTask], list[dict[str, Any]]]  # a point, and the rows it came back with
+Say = Callable[[str], None]                                # a status line for the progress bar
+
+
+class Backend(Protocol):
+    """Where a run's points are measured. Both backends run the same rounds (measure_tasks)."""
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest's `executor` says of where the run is measured; may grow during a run
+        (a cluster's nodes as they report), and is written again whenever it changes."""
+        ...
+
+    def measure(self, run: RunDir, groups: list[list[PointTask]], say: Say) -> Iterator[PointRows]:
+        """Measure the points `groups` (group i has point index i, which rotates its rounds) and
+        yield each with its rows as it finishes, in whatever order points finish."""
+        ...
+
+
+class LocalBackend:
+    """This machine: one point after another, its workers forked from this checkout's fork server
+    (or launched under py-spy)."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "local"}
+
+    def measure(self, run: RunDir, groups: list[list[PointTask]], say: Say) -> Iterator[PointRows]:
+        with _executor(run, self.options) as executor:
+            for index, point in enumerate(groups):
+                say(describe(point))
+                yield point, _measure_point(point, index, executor, run, self.options)
+
+
+@contextmanager
+def _backend(options: RunOptions, tasks: list[PointTask], previous: dict[str, Any] | None = None) -> Iterator[Backend]:
+    """The backend `options` ask for, ready to measure `tasks`: for Ray, connected (or a local
+    instance started) and a measuring slot found, before any run directory is created or written."""
+    if options.executor != "ray":
+        yield LocalBackend(options)
+        return
+    from harness.run.cluster.settings import require_ray
+
+    require_ray()  # exit 2 naming the extra, before anything imports Ray
+    from harness.run.cluster.driver import cluster_backend
+
+    with cluster_backend(options.ray_address, tasks, tasks[0].measure.threads if tasks else None, previous) as backend:
+        yield backend
 
 
 def start(suite: Suite, options: RunOptions = RunOptions()) -> RunOutcome:
-    output_dir = options.output_dir or Path(suite.output_dir)
-    run = RunDir.create(Path(output_dir), suite.name)
+    options.check()
     tasks = expand(suite)
-    with writer_lock(run.path):
-        run.new_manifest(suite, environment(suite.measure.threads), len(tasks), profile=options.profile)
-        return _execute(run, tasks, options)
+    with _backend(options, tasks) as backend:
+        run = RunDir.create(Path(options.output_dir or suite.output_dir), suite.name)
+        with writer_lock(run.path):
+            run.new_manifest(suite, environment(suite.measure.threads), len(tasks), profile=options.profile,
+                             executor=backend.record())
+            return _execute(run, tasks, options, backend)
 
 
 def resume(run_dir: Path, options: RunOptions = RunOptions()) -> RunOutcome:
-    """Measure what a run has not stored yet. RunLocked if another process is writing it,
-    RunDamaged if its results.jsonl has damaged lines (`harness repair` first)."""
+    """Measure what a run has not stored yet, where the run was measured unless `options` say
+    otherwise. RunLocked if another process is writing it, RunDamaged if its results.jsonl has
+    damaged lines (`harness repair` first)."""
     run = RunDir.open(run_dir)
     with writer_lock(run.path):
         run.ready_to_append()
-        manifest = run.resume_session()
-        options = RunOptions(output_dir=options.output_dir, profile=options.profile or manifest.get("profile"),
-                             progress=options.progress)
-        return _execute(run, expand(Suite.from_json(manifest["suite"])), options)
+        manifest = run.read_manifest()
+        options = resumed_options(options, manifest)
+        options.check()
+        tasks = expand(Suite.from_json(manifest["suite"]))
+        with _backend(options, tasks, previous=manifest.get("executor")) as backend:
+            run.resume_session()
+            run.update_manifest(executor=backend.record())
+            return _execute(run, tasks, options, backend)
 
 
-def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions) -> RunOutcome:
+def resumed_options(options: RunOptions, manifest: dict[str, Any]) -> RunOptions:
+    """A resume's options: the profile and the executor (with its address) the run was started
+    with, unless given again. A run from before executors were recorded ran locally."""
+    recorded = manifest.get("executor") or {"kind": "local"}
+    executor = options.executor or recorded.get("kind", "local")
+    address = options.ray_address
+    if address is None and options.executor is None and executor == "ray":
+        address = recorded.get("address")
+    return replace(options, profile=options.profile or manifest.get("profile"), executor=executor,
+                   ray_address=address)
+
+
+def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions, backend: Backend) -> RunOutcome:
     outcome = RunOutcome(run.path)
     for row in run.rows():
         outcome.counts[row.get("status", "failed")] = outcome.counts.get(row.get("status", "failed"), 0) + 1
@@ -91,35 +183,43 @@ def _execute(run: RunDir, tasks: list[PointTask], options: RunOptions) -> RunOut
     todo = [t for t in tasks if (t.point_id, t.variant) not in done]
     wall_started = time.perf_counter()
     bar = _progress(len(todo), options.progress)
+    recorded = backend.record()
+    status = "interrupted"  # unless every point comes back: an error mid-run leaves it resumable
+
+    def say(text: str) -> None:
+        bar.set_postfix_str(text, refresh=False)
+
     try:
-        with _executor(run, options) as executor:
-            for index, point in enumerate(points(todo)):
-                bar.set_postfix_str(describe(point), refresh=False)
-                for row in _measure_point(point, index, executor, run, options):
+        # closing(): an interrupt between two points still runs the backend's clean-up (a cluster
+        # cancels what it has pending) before the run is finished below.
+        with closing(backend.measure(run, points(todo), say)) as finished:
+            for point, rows in finished:
+                for row in rows:
                     run.append(row)
                     outcome.counts[row["status"]] = outcome.counts.get(row["status"], 0) + 1
                 bar.update(len(point))
+                if (now := backend.record()) != recorded:
+                    run.update_manifest(executor=now)
+                    recorded = now
+        status = "complete"
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
         bar.close()
-        run.finish("interrupted" if outcome.interrupted else "complete", outcome.counts,
-                   wall_s=time.perf_counter() - wall_started)
+        run.finish(status, outcome.counts, wall_s=time.perf_counter() - wall_started)
     return outcome
 
 
 def _measure_point(point: list[PointTask], index: int, executor: Executor, run: RunDir,
                    options: RunOptions) -> list[dict[str, Any]]:
-    measure = point[0].measure
-    slots = [(executor, task) for task in point]
     if options.profile != "pyspy":
-        return measure_point(slots, measure.rounds, measure.pairing, index)
+        return measure_tasks(executor, point, index)
     # py-spy samples a whole process, so each variant has its own worker (as always), launched
     # under py-spy as a command: the lockstep conductor starts none such, so they run one by one.
     # Each round's profile replaces the last: the flame graph is of the last round's worker.
     from harness.measure.profiling.pyspy import postprocess
 
-    rows = measure_point(slots, measure.rounds, "sequential", index)
+    rows = measure_point([(executor, task) for task in point], point[0].measure.rounds, "sequential", index)
     for task, row in zip(point, rows):
         if row.get("pairing") is not None:
             row["pairing_note"] = "sequential, not lockstep: --profile pyspy runs each worker under py-spy, one by one"
@@ -156,13 +256,6 @@ def _executor(run: RunDir, options: RunOptions) -> Iterator[Executor]:
     torch_profile = ["--artifacts", str(run.artifacts), "--profile", "torch"] if options.profile == "torch" else []
     with ForkServerExecutor(worker_args=torch_profile) as executor:
         yield executor
-
-
-def describe(point: list[PointTask]) -> str:
-    """The point as a progress line names it."""
-    task = point[0]
-    backends = "/".join(dict.fromkeys(str(t.model_config.get("backend", "")) for t in point))
-    return f"{task.device} {task.mode} {backends} n={task.seq_len} b={task.batch_size}"
 
 
 class _NoBar:
