@@ -19,12 +19,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.results.errors import NotARunDir, RunDamaged
 from harness.results.jsonl import Damage, Lines, append_row, move_aside, read_lines
 from harness.results.schema import not_a_row
-from harness.suite.loading import Suite, slug
+
+if TYPE_CHECKING:  # the suite loader imports the accuracy tasks, and they torch: readers need neither
+    from harness.suite.loading import Suite
 
 FORMAT_VERSION = 1
 MANIFEST, RESULTS, DAMAGED = "manifest.json", "results.jsonl", "results.damaged.jsonl"
@@ -62,6 +64,8 @@ class RunDir:
 
     @classmethod
     def create(cls, output_dir: Path, suite_name: str) -> "RunDir":
+        from harness.suite.loading import slug
+
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = output_dir / f"{slug(suite_name)}-{stamp}"
         for n in range(1000):
