@@ -204,3 +204,31 @@ def test_comparison_page_is_clean_in_the_browser(browser: Any, smoke_run_dir: Pa
     assert visit.errors == []
     visit.page.close()
 
+
+
+def test_a_packed_table_is_drawn_when_opened_and_still_sorts_filters_and_downloads(
+        browser: Any, smoke_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long table travels packed (gzip'ed JSON in an attribute) and report.js draws it when its
+    <details> opens; the smoke run's table is packed here by lowering the threshold."""
+    from harness.report import packed
+
+    monkeypatch.setattr(packed, "INLINE_ROWS", 3)
+    out = render_report(smoke_run_dir, tmp_path / "packed.html")
+    n_rows = len(load_run(smoke_run_dir).results)
+    visit = _open(browser, out)
+    visit.load()
+    page = visit.page
+    assert page.locator("#data tbody tr").count() == 0  # nothing drawn until asked for
+    page.locator("#data-rows > summary").click()
+    page.wait_for_function(f"document.querySelectorAll('#data tbody tr').length === {n_rows}")
+    assert page.locator("#data-shown").inner_text() == f"{n_rows} of {n_rows} rows"
+    page.locator("#data th[data-key='time_ms_median'] button").click()
+    values = [float(v) for v in _column(page, "time_ms_median") if v]
+    assert values == sorted(values) and len(values) > 2
+    page.locator("#data-filter").fill("sdpa train")
+    with page.expect_download() as info:
+        page.locator("#data-csv").click()
+    rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
+    assert rows and all(r["backend"] == "sdpa" and r["mode"] == "train" for r in rows)
+    assert visit.errors == [] and visit.requests == [visit.url]
+    page.close()

@@ -20,8 +20,9 @@ import pandas as pd
 
 from harness.compare.within import comparisons
 from harness.results.load import load_run
-from harness.report import context, plotkit, plots, plots_extra, profiling, redundancy, table, takeaways
-from harness.report.frame import AxisPlan, axis_plan, normalize, ordered_variants
+from harness.report import (context, plotkit, plots, plots_extra, profiling, redundancy, slices, table, takeaways,
+                            verdicts)
+from harness.report.frame import AxisPlan, axis_plan, normalize, ordered_variants, with_machines
 from harness.report.page import render_page
 
 __all__ = ["render_comparison", "render_report", "build_context"]
@@ -29,27 +30,38 @@ __all__ = ["render_comparison", "render_report", "build_context"]
 REPORT_NAME = "report.html"
 
 
-def _plots(ok: pd.DataFrame, comps: pd.DataFrame, plan: AxisPlan, refs: list[str],
-           variants: list[str], metrics: str) -> dict[str, list[plotkit.Plot]]:
+def _performance(every_ok: pd.DataFrame, every_comp: pd.DataFrame, plan: AxisPlan, refs: list[str],
+                 variants: list[str]) -> list[plotkit.Plot]:
+    # A big sweep draws a slice of its settings (slices.py); the caption of each plot says which.
+    # Under a reuse-ratio sweep at one size the ratio is the x axis, never cut.
+    cut = slices.choose(every_ok, [c for c in plan.extra if plan.x or c != "reuse_ratio"])
+    ok, comps = cut.rows(every_ok), cut.rows(every_comp)
     keys = plotkit.series_keys(ok, plan.extra, variants)
     styler = plotkit.Styler(keys, variants)
     cand_keys = [k for k in keys if k in set(plotkit.series_keys(comps, plan.extra, variants))] if not comps.empty else []
-    perf = [
-        plots.metric_vs_x(ok, plan, keys, styler, metric="time_ms_median", name="time",
-                          title="Time per step", ylabel="time per step (ms)", scale=1.0,
-                          band=("time_ms_ci_low", "time_ms_ci_high", "time_ms_ci_level"),
-                          caption="Median time per step (log scale), with the 95% CI of the median as a band "
-                                  "where the samples allow one (6 or more; fewer leave a gap). "
-                                  "Colour: variant; dashed: eager attention; solid: fused SDPA."),
-        plots.speedup_vs_x(comps, plan, refs, cand_keys, styler),
-        plots.speedup_vs_ratio(comps, plan, refs, variants),
-        plots.metric_vs_x(ok, plan, keys, styler, metric="peak_mem_bytes", name="memory",
-                          title="Peak memory per step", ylabel="peak memory (MiB)", scale=1 / 2**20,
-                          caption="Peak bytes held by the allocator during one step (log scale). Eager attention "
-                                  "materializes B·H·n² probabilities; SDPA does not, except for the heads reuse hands on."),
-        plots.flops_by_component(ok, plan, keys),
-        plots.timing_noise(ok, plan, keys, styler),
+    by_ratio = slices.choose(every_comp, [c for c in (plan.x, *plan.extra) if c and c != "reuse_ratio"])
+    return [
+        cut.caption(plots.metric_vs_x(ok, plan, keys, styler, metric="time_ms_median", name="time",
+                    title="Time per step", ylabel="time per step (ms)", scale=1.0,
+                    band=("time_ms_ci_low", "time_ms_ci_high", "time_ms_ci_level"),
+                    caption="Median time per step (log scale), with the 95% CI of the median as a band "
+                            "where the samples allow one (6 or more; fewer leave a gap). "
+                            "Colour: variant; dashed: eager attention; solid: fused SDPA.")),
+        cut.caption(plots.speedup_vs_x(comps, plan, refs, cand_keys, styler)),
+        by_ratio.caption(plots.speedup_vs_ratio(by_ratio.rows(every_comp), plan, refs, variants)),
+        cut.caption(plots.metric_vs_x(ok, plan, keys, styler, metric="peak_mem_bytes", name="memory",
+                    title="Peak memory per step", ylabel="peak memory (MiB)", scale=1 / 2**20,
+                    caption="Peak bytes held by the allocator during one step (log scale). Eager attention "
+                            "materializes B·H·n² probabilities; SDPA does not, except for the heads reuse "
+                            "hands on.")),
+        cut.caption(plots.flops_by_component(ok, plan, keys)),
+        cut.caption(plots.timing_noise(ok, plan, keys, styler)),
     ]
+
+
+def _plots(ok: pd.DataFrame, comps: pd.DataFrame, plan: AxisPlan, refs: list[str],
+           variants: list[str], metrics: str) -> dict[str, list[plotkit.Plot]]:
+    perf = _performance(ok, comps, plan, refs, variants)
     accuracy = [plots_extra.accuracy_vs_ratio(ok, plan, variants), plots_extra.learning_curves(ok, plan, variants),
                 plots_extra.accuracy_vs_cost(ok, plan, variants)]
     has_accuracy = bool(ok["accuracy_mean"].notna().any() or
@@ -66,20 +78,20 @@ def build_context(run_dir: str | Path, out_dir: Path) -> dict[str, Any]:
     run = load_run(run_dir)
     df = normalize(run.results)
     ok = df[df["status"] == "ok"]
-    comps = comparisons(run.results)
-    comps = comps if comps.empty else comps.reset_index(drop=True)
+    comps = with_machines(comparisons(run.results).reset_index(drop=True))
     plan = axis_plan(df)
     refs = context.reference_backends(df)
     variants = ordered_variants(df, (run.manifest.get("suite") or {}).get("variants") or {})
     return {
         "kind": "run",
         "header": context.header(run.manifest, df, run.damaged),
+        "machines": context.machines(run.manifest, df),
         "plan": {"x": plan.x_label or ("reuse ratio K/H" if plan.ratio_swept else "none"),
                  "extra": ", ".join(c for c in plan.extra if plan.x or c != "reuse_ratio")},
         "refs": refs,
         "cards": takeaways.headlines(comps, plan, ok)
         + takeaways.accuracy_cards(takeaways.accuracy_changes(comps, ok, plan)),
-        "verdict": context.verdict_tables(comps, plan, refs, variants),
+        "verdict": verdicts.verdict_tables(comps, plan, refs, variants),
         "findings": takeaways.all_findings(df, comps, plan, refs),
         "plots": _plots(ok, comps, plan, refs, variants,
                         ", ".join(map(str, (run.manifest.get("suite") or {}).get("metrics") or [])) or "not recorded"),

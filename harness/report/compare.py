@@ -24,6 +24,7 @@ from harness.compare.verdict import Verdict
 from harness.results.load import load_run
 from harness.report import context
 from harness.report.frame import axis_plan, having, normalize, ordered_variants
+from harness.report.packed import Cell, Row, body
 from harness.report.plotkit import Plot, Styler, faceted, legend_name, log_x, match, ratio_axis, series_keys
 
 MACHINE_KEYS: tuple[tuple[str, str], ...] = (("cpu_model", "CPU"), ("cpu_cores", "cores"), ("threads", "threads"),
@@ -69,15 +70,15 @@ def _raw(check: Check, key: str, text: str) -> str:
 
 
 def _table(checks: list[Check]) -> dict[str, Any]:
-    """Every check (same markup contract as the single-run data table)."""
+    """Every check, as the single-run data table lays out its rows (packed when long)."""
     numeric = {"baseline", "candidate", "change", "p_adjusted"}
     rows = []
     for check in sorted_checks(checks):
         texts = [*cells(check), check.note or fmt.DASH, check.point_id]
-        rows.append({"status": _slug(check.verdict),
-                     "cells": [{"text": t, "raw": _raw(check, k, t)} for k, t in zip(TABLE_KEYS, texts)]})
+        rows.append(Row([Cell(t, {"data-v": _raw(check, k, t), **({"class": "num"} if k in numeric else {})})
+                         for k, t in zip(TABLE_KEYS, texts)], f"status-{_slug(check.verdict)}"))
     columns = [{"key": k, "label": label, "numeric": k in numeric} for k, label in zip(TABLE_KEYS, TABLE_LABELS)]
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "body": body(rows)}
 
 
 def _speedups(checks: list[Check]) -> list[dict[str, Any]]:

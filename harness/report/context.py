@@ -1,5 +1,6 @@
-"""What the single-run report says, as plain dicts for the template: header, verdict, failures,
-profiling, settings. Plots live in plots*.py, sentences in takeaways.py, the data table in table.py.
+"""What the single-run report says, as plain dicts for the template: header, machines, failures,
+settings. Plots live in plots*.py, sentences in takeaways.py, the verdict tables in verdicts.py,
+the data table in table.py.
 
 Everything here reads the stored run only (manifest + results), never the live machine: a
 report rebuilt next year from the same directory says the same thing.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
-import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +20,8 @@ import pandas as pd
 
 from harness.compare import fmt
 from harness.compare.within import PREFERRED_BACKENDS
-from harness.report.frame import AxisPlan, finite, num, point_label
+from harness.report.frame import machine_label, point_label
+from harness.results.machines import node_environments
 
 
 def reference_backends(df: pd.DataFrame) -> list[str]:
@@ -126,61 +127,36 @@ def header(manifest: dict[str, Any], df: pd.DataFrame, damaged: Sequence[str] = 
     }
 
 
-# ---- verdict tables --------------------------------------------------------------------------
+# ---- machines ---------------------------------------------------------------------------------
 
 
-def _cell(row: pd.Series | None) -> dict[str, Any]:
-    if row is None:
-        return {"speedup": fmt.DASH, "outcome": fmt.UNKNOWN, "ci_method": "", "ideal": fmt.DASH, "efficiency": fmt.DASH,
-                "mem": fmt.DASH, "mem_class": "", "acc": fmt.DASH, "raw": ""}
-    # Shown as a change (reuse ÷ baseline − 1): "−30%" reads as "30% less memory" at a glance.
-    change = num(row.get("mem_ratio")) - 1.0
-    return {
-        "speedup": fmt.times_ci(row.get("speedup"), row.get("speedup_ci_low"), row.get("speedup_ci_high")),
-        "outcome": fmt.outcome(row.get("speedup"), row.get("speedup_ci_low"), row.get("speedup_ci_high")),
-        "ci_method": str(row.get("speedup_ci_method") or ""),
-        "ideal": fmt.times(row.get("flop_ideal_speedup")),
-        "efficiency": fmt.percent(row.get("efficiency")),
-        "mem": fmt.percent(change, signed=True),
-        "mem_class": "" if math.isnan(change) else ("win" if change < -0.02 else "loss" if change > 0.02 else "tie"),
-        "acc": fmt.points(row.get("accuracy_delta")),
-        "raw": f"{num(row.get('speedup')):.4g}" if finite(row.get("speedup")) else "",
-    }
+def machines(manifest: dict[str, Any], df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every machine a cluster run's rows were measured on, with its environment fingerprint.
 
-
-def verdict_tables(comps: pd.DataFrame, plan: AxisPlan, refs: list[str],
-                   variant_order: list[str]) -> list[dict[str, Any]]:
-    """One table per (device, mode, candidate backend); each row a candidate at one point, with a
-    column group per baseline backend, so reuse is always read against eager AND sdpa."""
-    if comps.empty:
+    Nodes come from the manifest (each node's environment, harness.results.machines) and from the
+    rows' `node`; a node the rows name but the manifest does not is listed as not recorded. Rows
+    without a node, beside rows with one, were measured where the manifest's environment was
+    taken. A run whose rows carry no node (a local run) has one machine, the header's: [].
+    """
+    recorded = node_environments(manifest)
+    counts = df["node"].value_counts()
+    names = list(dict.fromkeys([*map(str, recorded), *(n for n in df["node"] if n)]))
+    if not names:
         return []
-    label_cols = [c for c in (plan.x, *plan.extra) if c]
-    # Only the columns this run measured: an accuracy-only suite has no speedups to show.
-    has = {"speed": bool(comps["speedup"].map(finite).any()), "mem": bool(comps["mem_ratio"].map(finite).any()),
-           "acc": bool(comps["accuracy_delta"].map(finite).any())}
-    rank = {v: i for i, v in enumerate(variant_order)}
-    tables = []
-    for (device, mode, backend), group in comps.groupby(["device", "mode", "backend"], sort=False, dropna=False):
-        rows = []
-        keyed = group.groupby("point_id", sort=False)
-        ordered = sorted(keyed, key=lambda kv: (rank.get(kv[1]["variant"].iloc[0], 99),
-                                                 *(num(kv[1][c].iloc[0]) if c in kv[1] else 0 for c in label_cols)))
-        for _, candidate in ordered:
-            first = candidate.iloc[0]
-            by_ref = {str(r["reference_backend"]): r for _, r in candidate.iterrows()}
-            rows.append({"variant": str(first["variant"]),
-                         "point": point_label(first, label_cols) or "(single point)",
-                         "cells": [_cell(by_ref.get(ref)) for ref in refs]})
-        missing = [ref for ref in refs if not (group["reference_backend"] == ref).any()]
-        # How the speedup CIs were made (lockstep pairs over rounds, or a fallback), or why one has none.
-        methods = "; ".join(f"{m} ({n} of {len(group)})" for m, n in
-                            group["speedup_ci_method"].value_counts(sort=False).items())
-        tables.append({"title": f"{device} · {mode} · candidate runs {backend}", "device": device, "mode": mode,
-                       "backend": backend, "rows": rows, "missing_refs": missing, "has": has, "ci_methods": methods,
-                       "span": max(1, 3 * has["speed"] + has["mem"] + has["acc"])})
-    order = {b: i for i, b in enumerate(PREFERRED_BACKENDS)}
-    tables.sort(key=lambda t: (t["device"], t["mode"], order.get(t["backend"], 9), t["backend"]))
-    return tables
+    entries = [(name, recorded.get(name)) for name in names]
+    if counts.get("", 0):
+        entries.append(("", manifest.get("environment")))
+    out = []
+    for name, env in entries:
+        env = env if isinstance(env, dict) else {}
+        out.append({"node": machine_label(name), "rows": int(counts.get(name, 0)),
+                    "fingerprint": str(env.get("machine_fingerprint") or "not recorded"),
+                    "host": fmt.plain(env.get("hostname")),
+                    "cpu": f"{env.get('cpu_model') or '?'} ({env.get('cpu_cores') or '?'} cores)" if env else fmt.DASH,
+                    "gpu": _gpu(env) if env else fmt.DASH, "threads": fmt.plain(env.get("threads")),
+                    "torch": fmt.plain(env.get("torch")), "allocator": fmt.plain(env.get("allocator")),
+                    "commit": str(env.get("git_commit") or "")[:12] or fmt.DASH})
+    return out
 
 
 # ---- failures and skips ----------------------------------------------------------------------
@@ -217,7 +193,10 @@ def cost_constant(name: str) -> Any:
             spec = importlib.util.find_spec("models.cost")
             source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
             for node in ast.parse(source).body:
-                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                # `NAME = ...` or, annotated, `NAME: tuple[str, ...] = ...` (COMPONENTS is written so)
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                     return ast.literal_eval(node.value)
         except (ImportError, OSError, SyntaxError, ValueError):
             pass

@@ -41,6 +41,8 @@ AXIS_LABELS: dict[str, str] = {
     "reuse_heads": "reused heads K",
 }
 AXIS_SHORT: dict[str, str] = {"seq_len": "n", "batch_size": "B", "reuse_ratio": "ratio", "reuse_heads": "K"}
+# The machine a row was measured on: a cluster run's rows name their node; "" for none (a local run).
+NODE = "node"
 
 
 def axis_value(value: Any) -> float | str | None:
@@ -51,6 +53,13 @@ def axis_value(value: Any) -> float | str | None:
         return str(value).lower()
     v = num(value)
     return None if math.isnan(v) else v
+
+
+def sortable(value: Any) -> tuple[int, float, str]:
+    """A sort key for an axis value: absent first, then numbers in order, then words in order, so
+    mixed types never meet in a comparison."""
+    v = axis_value(value)
+    return (0, 0.0, "") if v is None else (2, 0.0, v) if isinstance(v, str) else (1, float(v), "")
 
 
 def finite(value: Any) -> bool:
@@ -82,6 +91,7 @@ def normalize(df: pd.DataFrame | None) -> pd.DataFrame:
     for col in ("variant", "model", "status", "device", "mode", "backend", "point_id"):
         df[col] = [_label(v) for v in df[col]]
     df["status"] = [s if s in ("ok", "failed", "skipped") else "failed" for s in df["status"]]
+    df = with_machines(df)
     df["error"] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in df["error"]]
     df["axes"] = [v if isinstance(v, dict) else {} for v in df["axes"]]
     # A swept key with no column of its own (n_layers, dtype) becomes one, so plots and labels can
@@ -91,6 +101,18 @@ def normalize(df: pd.DataFrame | None) -> pd.DataFrame:
     df["is_reuse"] = [is_reuse_row(m, r, k) for m, r, k in zip(df["model"], df["reuse_ratio"], df["reuse_heads"])]
     df["series"] = [series_name(v, b) for v, b in zip(df["variant"], df["backend"])]
     return df
+
+
+def with_machines(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its node column as text, "" where a row has none (so a local run's rows are one
+    machine, and grouping by machine never drops them as missing)."""
+    values = frame[NODE] if NODE in frame else [None] * len(frame)
+    return frame.assign(**{NODE: [v if isinstance(v, str) else "" for v in values]})
+
+
+def machine_label(node: str) -> str:
+    """A machine as the report names it, in headings and card scopes."""
+    return node or "rows without a node (a local session)"
 
 
 def series_name(variant: str, backend: str) -> str:
@@ -155,7 +177,9 @@ def axis_plan(df: pd.DataFrame) -> AxisPlan:
     x_values = tuple(sorted(ok[x].dropna().unique())) if x else ()
     reuse = ok[ok["is_reuse"]]
     ratio_swept = reuse["reuse_ratio"].dropna().nunique() > 1 or reuse["reuse_heads"].dropna().nunique() > 1
-    extra = tuple(c for c in ("seq_len", "batch_size", "reuse_ratio", *custom_axes(ok))
+    # Rows from several machines split every series by machine too: times from two machines on one
+    # line would zigzag between them.
+    extra = tuple(c for c in ("seq_len", "batch_size", "reuse_ratio", *custom_axes(ok), NODE)
                   if c != x and _varies_within_variant(ok, c))
     facets = tuple(sorted({(d, m) for d, m in zip(ok["device"], ok["mode"])}))
     return AxisPlan(x=x, x_values=x_values, extra=extra, ratio_swept=ratio_swept, facets=facets)

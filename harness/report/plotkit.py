@@ -18,7 +18,7 @@ from markupsafe import Markup
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from harness.report.frame import AxisPlan, axis_value, series_label
+from harness.report.frame import AxisPlan, axis_value, series_label, sortable
 from harness.report.svg import PALETTE, figure, mpl_text, place_axes, to_svg
 
 # Components get their own muted palette so they are not mistaken for the variant colours.
@@ -60,16 +60,11 @@ def key_values(row: pd.Series, cols: Iterable[str]) -> tuple[float | str | None,
     return tuple(axis_value(row.get(c)) for c in cols)
 
 
-def _sortable(values: tuple[float | str | None, ...]) -> tuple[tuple[int, float, str], ...]:
-    # absent first, then numbers in order, then words in order: mixed types never meet in a comparison
-    return tuple((0, 0.0, "") if v is None else (2, 0.0, v) if isinstance(v, str) else (1, v, "") for v in values)
-
-
 def series_keys(df: pd.DataFrame, cols: tuple[str, ...], variant_order: list[str]) -> list[tuple[str, str, tuple[Any, ...]]]:
     """(variant, backend, extra axis values) of every series, in suite order, eager before sdpa."""
     rank = {v: i for i, v in enumerate(variant_order)}
     keys = {(r["variant"], r["backend"], key_values(r, cols)) for _, r in df.iterrows()}
-    return sorted(keys, key=lambda k: (rank.get(k[0], 99), k[0], k[1], _sortable(k[2])))
+    return sorted(keys, key=lambda k: (rank.get(k[0], 99), k[0], k[1], tuple(map(sortable, k[2]))))
 
 
 def legend_name(variant: str, backend: str, extra: tuple[Any, ...], plan: AxisPlan) -> str:

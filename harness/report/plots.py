@@ -21,6 +21,8 @@ from harness.report.plotkit import (COMPONENT_COLOURS, Plot, Styler, facet_title
 from harness.report.svg import mpl_text
 
 MAX_SAMPLES_SHOWN = 60       # per (point, series) in the noise plot: enough to see the shape
+# ...and in all: every dot is an element of the page's SVG, so a big run shows fewer per box.
+MAX_DOTS_SHOWN = 4000
 
 
 # ---- time and memory vs the swept axis -------------------------------------------------------
@@ -245,6 +247,8 @@ def timing_noise(ok: pd.DataFrame, plan: AxisPlan, keys: list[Any], styler: Styl
         return Plot("noise", title, caption, note="This run stored no raw timing samples.")
     xs = list(plan.x_values) if plan.x else [None]
     rng = np.random.default_rng(0)  # fixed jitter: the same report bytes for the same data
+    per_box = max(12, min(MAX_SAMPLES_SHOWN, MAX_DOTS_SHOWN // len(rows)))
+    xv_known = xs != [None]
 
     def draw(ax: Axes, facet: tuple[str, str]) -> bool:
         sub = rows[(rows["device"] == facet[0]) & (rows["mode"] == facet[1])]
@@ -252,28 +256,31 @@ def timing_noise(ok: pd.DataFrame, plan: AxisPlan, keys: list[Any], styler: Styl
         drew = False
         for j, (variant, backend, extra) in enumerate(keys):
             style = styler(variant, backend, extra)
+            series = sub[(sub["variant"] == variant) & (sub["backend"] == backend) & match(sub, plan.extra, extra)]
+            at = series[plan.x].map(num) if xv_known else None
+            boxes, positions = [], []
             for i, xv in enumerate(xs):
-                mask = (sub["variant"] == variant) & (sub["backend"] == backend) & match(sub, plan.extra, extra)
-                if xv is not None:
-                    mask &= sub[plan.x].map(num) == xv
-                for value in sub[mask]["time_ms_samples"]:
+                for value in (series if at is None else series[at == xv])["time_ms_samples"]:
                     s = samples_of(value)
                     if s.size == 0 or np.median(s) <= 0:
                         continue
-                    if s.size > MAX_SAMPLES_SHOWN:  # evenly thinned, deterministic
-                        s = s[np.linspace(0, s.size - 1, MAX_SAMPLES_SHOWN).round().astype(int)]
-                    dev = (s / np.median(s) - 1.0) * 100.0
-                    pos = i - 0.4 + width * (j + 0.5)
-                    # Box outline in the series colour and line style, dots in its marker: the
-                    # eager and sdpa boxes of one variant share a colour but not a look.
-                    line = {"color": style["color"], "linewidth": 0.8, "linestyle": style["linestyle"]}
-                    ax.boxplot([dev], positions=[pos], widths=width * 0.8, showfliers=False,
-                               medianprops={"color": style["color"], "linewidth": 1.4}, whiskerprops=line,
-                               capprops=line, boxprops=line)
-                    ax.scatter(pos + rng.uniform(-width * 0.3, width * 0.3, dev.size), dev, s=6,
-                               color=style["color"], marker=style["marker"], alpha=0.55, linewidths=0,
-                               label=legend_name(variant, backend, extra, plan))
-                    drew = True
+                    if s.size > per_box:  # evenly thinned, deterministic
+                        s = s[np.linspace(0, s.size - 1, per_box).round().astype(int)]
+                    boxes.append((s / np.median(s) - 1.0) * 100.0)
+                    positions.append(i - 0.4 + width * (j + 0.5))
+            if not boxes:
+                continue
+            # One box plot and one scatter per series (not per box: a sweep has hundreds). Box
+            # outline in the series colour and line style, dots in its marker: the eager and sdpa
+            # boxes of one variant share a colour but not a look.
+            line = {"color": style["color"], "linewidth": 0.8, "linestyle": style["linestyle"]}
+            ax.boxplot(boxes, positions=positions, widths=width * 0.8, showfliers=False, manage_ticks=False,
+                       medianprops={"color": style["color"], "linewidth": 1.4}, whiskerprops=line,
+                       capprops=line, boxprops=line)
+            dots_x = np.concatenate([p + rng.uniform(-width * 0.3, width * 0.3, d.size) for p, d in zip(positions, boxes)])
+            ax.scatter(dots_x, np.concatenate(boxes), s=6, color=style["color"], marker=style["marker"], alpha=0.55,
+                       linewidths=0, label=legend_name(variant, backend, extra, plan))
+            drew = True
         ax.set_xticks(range(len(xs)), [fmt_axis_value(plan.x, v) if v is not None else "" for v in xs])
         ax.set_xlim(-0.5, len(xs) - 0.5)
         ax.set_xlabel(plan.x_label if plan.x else "")

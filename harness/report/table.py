@@ -3,7 +3,8 @@
 Each cell carries its display text and the raw value (`data-v`), so the page's script sorts
 numbers as numbers and the CSV download holds full-precision values rather than "1.2 ms".
 Columns nobody measured (all empty) are dropped; unknown scalar columns a newer harness adds
-are kept at the end, so the table really is the full data.
+are kept at the end, so the table really is the full data. A long table travels packed
+(packed.py) and is drawn when opened.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 
 from harness.compare import fmt
 from harness.report.frame import finite, num
+from harness.report.packed import Cell, Row, body
 
 Formatter = Callable[[Any], str]
 
@@ -36,7 +38,7 @@ COLUMNS: tuple[tuple[str, str, Formatter], ...] = (
     ("accuracy_std", "acc. std", fmt.percent), ("final_loss", "final loss", fmt.plain),
     ("energy_j_per_step", "GPU J/step", fmt.plain), ("mean_power_w", "GPU W", fmt.plain),
     ("cpu_energy_j_per_step", "CPU J/step", fmt.plain),
-    ("error", "error / reason", fmt.plain), ("point_id", "point id", fmt.plain),
+    ("node", "machine", fmt.plain), ("error", "error / reason", fmt.plain), ("point_id", "point id", fmt.plain),
 )
 ALWAYS: frozenset[str] = frozenset({"variant", "model", "backend", "device", "mode", "status", "point_id"})
 # Internal or structured columns: shown elsewhere (plots, profiling) or too large for a cell.
@@ -73,11 +75,17 @@ def data_table(df: pd.DataFrame) -> dict[str, Any]:
     columns += [(c, c, fmt.plain) for c in extra]
     numeric = {c for c, _, _ in columns if df[c].map(lambda v: v is None or isinstance(v, (int, float))).all()}
     rows = []
-    for _, r in df.iterrows():
+    for record in df[list(dict.fromkeys([*(c for c, _, _ in columns), "status"]))].to_dict("records"):
         cells = []
         for c, _, f in columns:
-            value = r[c]
+            value = record[c]
             text = f(value) if c not in numeric or finite(value) or value is None else fmt.DASH
-            cells.append({"text": text, "raw": _raw(num(value) if c in numeric and value is not None else value)})
-        rows.append({"status": r["status"], "cells": cells})
-    return {"columns": [{"key": c, "label": h, "numeric": c in numeric} for c, h, _ in columns], "rows": rows}
+            attrs = {"data-v": _raw(num(value) if c in numeric and value is not None else value)}
+            if c in numeric:
+                attrs["class"] = "num"
+            if len(text) > 40:  # the full text on hover where the column is cut short
+                attrs["title"] = text
+            cells.append(Cell(text, attrs))
+        rows.append(Row(cells, f"status-{record['status']}"))
+    return {"columns": [{"key": c, "label": h, "numeric": c in numeric} for c, h, _ in columns],
+            "body": body(rows)}

@@ -18,7 +18,8 @@ import pandas as pd
 
 from harness.compare import fmt
 from harness.compare.within import best_baseline, best_reuse
-from harness.report.frame import AxisPlan, finite, having, num, point_label, samples_of, series_name
+from harness.report.frame import (NODE, AxisPlan, axis_value, finite, having, machine_label, num, point_label,
+                                  samples_of, series_name, sortable)
 
 NOISY_CI = 0.05  # a median whose 95% CI reaches further than ±5% is flagged as noisy
 
@@ -26,7 +27,9 @@ NOISY_CI = 0.05  # a median whose 95% CI reaches further than ±5% is flagged as
 def _candidate_groups(comps: pd.DataFrame, plan: AxisPlan) -> Iterable[tuple[tuple[Any, ...], pd.DataFrame]]:
     """(device, mode, variant, backend, *extra values) -> that candidate series' comparisons."""
     cols = ["device", "mode", "variant", "backend", *[c for c in plan.extra if c in comps]]
-    keyed = comps.assign(**{c: comps[c].map(lambda v: -1.0 if math.isnan(num(v)) else num(v))
+    # Each axis by its value as plots read it (a word such as a dtype or a node stays itself; an
+    # absent value is one group, not NaN, which never equals itself).
+    keyed = comps.assign(**{c: comps[c].map(lambda v: "" if axis_value(v) is None else axis_value(v))
                             for c in plan.extra if c in comps})
     return keyed.groupby(cols, sort=False, dropna=False)
 
@@ -39,32 +42,39 @@ def _name(variant: str, backend: str, row: pd.Series, plan: AxisPlan) -> str:
     return series_name(variant, backend) + (f" ({detail})" if detail else "")
 
 
-def _where(rows: pd.DataFrame, plan: AxisPlan) -> str:
-    labels = [point_label(r, [plan.x]) for _, r in rows.iterrows()] if plan.x else []
+# A candidate series against one baseline, as plain records: a sweep has hundreds of series, and
+# pandas' per-call overhead on a handful of rows, not the work, was most of the report's time.
+Records = list[dict[str, Any]]
+
+
+def _where(rows: Records, plan: AxisPlan) -> str:
+    labels = [point_label(r, [plan.x]) for r in rows] if plan.x else []
     labels = [l for l in labels if l]
     return ", ".join(labels) if labels else "the measured point"
 
 
 def _outcomes(rows: pd.DataFrame) -> pd.Series:
-    return pd.Series([fmt.outcome(r["speedup"], r["speedup_ci_low"], r["speedup_ci_high"])
-                      for _, r in rows.iterrows()], index=rows.index, dtype=object)
+    return pd.Series(list(map(fmt.outcome, rows["speedup"], rows["speedup_ci_low"], rows["speedup_ci_high"])),
+                     index=rows.index, dtype=object)
 
 
-def _range(rows: pd.DataFrame) -> str:
-    lo, hi = rows["speedup"].min(), rows["speedup"].max()
+def _range(rows: Records) -> str:
+    lo, hi = min(r["speedup"] for r in rows), max(r["speedup"] for r in rows)
     return fmt.times(lo) if math.isclose(lo, hi, rel_tol=0.005) else f"{fmt.times(lo)}–{fmt.times(hi)}"
 
 
-def _versus(rows: pd.DataFrame, ref: str, plan: AxisPlan) -> str:
+def _versus(rows: Records, ref: str, plan: AxisPlan) -> str:
     """One clause: how this candidate series does against one baseline backend."""
-    rows = having(rows, "speedup")
-    rows = rows.sort_values(plan.x) if plan.x else rows
-    if rows.empty:
+    rows = [r for r in rows if finite(r["speedup"])]
+    if plan.x:
+        rows.sort(key=lambda r: sortable(r.get(plan.x)))
+    if not rows:
         return f"could not be timed against the {ref} baseline"
-    out = _outcomes(rows)
-    n, wins, losses = len(rows), rows[out == fmt.WIN], rows[out == fmt.LOSS]
+    out = [fmt.outcome(r["speedup"], r["speedup_ci_low"], r["speedup_ci_high"]) for r in rows]
+    n = len(rows)
+    wins, losses, ties = ([r for r, o in zip(rows, out) if o == kind] for kind in (fmt.WIN, fmt.LOSS, fmt.TIE))
     span = _range(rows)
-    best = rows.loc[rows["speedup"].idxmax()]
+    best = max(rows, key=lambda r: r["speedup"])
     at_best = f" (best at {point_label(best, [plan.x])})" if plan.x and n > 1 else ""
     if len(wins) == n:
         return f"is {span} faster than the {ref} baseline{at_best}"
@@ -72,12 +82,11 @@ def _versus(rows: pd.DataFrame, ref: str, plan: AxisPlan) -> str:
         return (f"is slower than the {ref} baseline at every {'size' if n > 1 else 'point'}: "
                 f"{span} its speed")
     parts = []
-    if len(wins):
+    if wins:
         parts.append(f"faster at {_where(wins, plan)}")
-    if len(losses):
+    if losses:
         parts.append(f"slower at {_where(losses, plan)}")
-    ties = rows[out == fmt.TIE]
-    if len(ties):
+    if ties:
         parts.append(f"no clear difference at {_where(ties, plan)}")
     return f"runs at {span} the speed of the {ref} baseline ({'; '.join(parts)})"
 
@@ -88,9 +97,11 @@ def speed_findings(comps: pd.DataFrame, plan: AxisPlan, refs: list[str]) -> list
         return out  # nothing was timed (an accuracy-only suite): no speed claims at all
     for key, rows in _candidate_groups(comps, plan):
         device, mode, variant, backend = key[:4]
-        clauses = [_versus(rows[rows["reference_backend"] == ref], ref, plan)
-                   for ref in refs if (rows["reference_backend"] == ref).any()]
-        missing = [ref for ref in refs if not (rows["reference_backend"] == ref).any()]
+        against: dict[str, Records] = {}
+        for record in rows.to_dict("records"):
+            against.setdefault(str(record["reference_backend"]), []).append(record)
+        clauses = [_versus(against[ref], ref, plan) for ref in refs if ref in against]
+        missing = [ref for ref in refs if ref not in against]
         if missing:
             clauses.append(f"has no {' or '.join(missing)} baseline to be judged against in this run")
         joined = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + ", and " + clauses[-1]
@@ -122,17 +133,19 @@ def best_form_findings(comps: pd.DataFrame, plan: AxisPlan, ok: pd.DataFrame) ->
     return out
 
 
-def is_noisy(row: pd.Series) -> bool:
+def is_noisy(row: pd.Series | dict[str, Any]) -> bool:
     """The median's 95% CI reaches further than NOISY_CI of it on either side."""
     med, lo, hi = num(row.get("time_ms_median")), num(row.get("time_ms_ci_low")), num(row.get("time_ms_ci_high"))
     return med > 0 and finite(lo) and finite(hi) and max(med - lo, hi - med) / med > NOISY_CI
 
 
 def headlines(comps: pd.DataFrame, plan: AxisPlan, ok: pd.DataFrame) -> list[dict[str, str]]:
-    """Per (device, mode): reuse against the fastest baseline at each point, as a verdict card."""
+    """Per (device, mode), and per machine when the rows come from several: reuse against the
+    fastest baseline at each point, as a verdict card."""
     cards = []
     best = best_baseline(comps)
-    for (device, mode), rows in best.groupby(["device", "mode"], sort=True):
+    several = best[NODE].nunique() > 1 if NODE in best else False
+    for (node, device, mode), rows in best.groupby([NODE, "device", "mode"], sort=True):
         rows = having(rows, "speedup")
         if rows.empty:
             continue
@@ -153,11 +166,12 @@ def headlines(comps: pd.DataFrame, plan: AxisPlan, ok: pd.DataFrame) -> list[dic
             verdict, cls = "Reuse never beats the fastest baseline", fmt.LOSS if (out == fmt.LOSS).any() else fmt.TIE
         else:
             verdict, cls = f"Reuse wins at {len(wins)} of {n} (point, backend) pairs", "mixed"
-        here = ok[(ok["device"] == device) & (ok["mode"] == mode)]
-        noisy = sum(is_noisy(r) for _, r in here.iterrows())
+        here = ok[(ok["device"] == device) & (ok["mode"] == mode) & (ok[NODE] == node)]
+        noisy = sum(map(is_noisy, here.to_dict("records")))
         caution = (f"Caution: {noisy} of {len(here)} timings here are noisy (CI wider than ±{NOISY_CI:.0%}); "
                    "re-run on a quiet machine before deciding." if noisy else "")
-        cards.append({"scope": f"{device} · {mode}", "verdict": verdict, "class": cls, "caution": caution,
+        scope = f"{machine_label(node)} · {device} · {mode}" if several else f"{device} · {mode}"
+        cards.append({"scope": scope, "verdict": verdict, "class": cls, "caution": caution,
                       "detail": f"Against the fastest baseline at each point (the one you would otherwise "
                                 f"deploy). {top_text}"})
     return cards
@@ -275,7 +289,7 @@ def accuracy_findings(changes: list[dict[str, Any]]) -> list[str]:
 
 def noise_findings(ok: pd.DataFrame, plan: AxisPlan) -> list[str]:
     noisy = []
-    for _, r in ok.iterrows():
+    for r in ok.to_dict("records"):
         if is_noisy(r):
             noisy.append(f"{r['series']} @ {r['device']} · {r['mode']} · "
                          f"{point_label(r, [c for c in (plan.x, *plan.extra) if c]) or 'point'}")
