@@ -33,6 +33,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.suite:
         raise UsageError("give a SUITE file (or --resume RUN_DIR)")
     options.check()
+    if args.executor == "ray":
+        from harness.run.cluster.settings import require_ray
+
+        require_ray()  # before anything else is said or loaded: the one line names the extra
     suite = load_suite(args.suite, args.set)
     if args.profile == "pyspy":
         from harness.measure.profiling.pyspy import pyspy_available
@@ -50,10 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cluster_dry_run(suite, address: str | None) -> list[str]:  # suite: harness.suite.loading.Suite
-    from harness.run.cluster.settings import require_ray
-
-    require_ray()
-    from harness.run.cluster.dryrun import cluster_dry_run
+    from harness.run.cluster.dryrun import cluster_dry_run  # imports Ray: checked by require_ray() above
 
     return cluster_dry_run(suite, address)
 

@@ -118,8 +118,15 @@ def failed_rows(unit: Unit, reason: str, node: NodeIdentity | None) -> list[dict
 
 
 def failure_reason(error: BaseException, limit: int = 600) -> str:
-    """One line for a row's `error`: the exception's type and its message, whitespace folded."""
+    """One line for a row's `error`: the exception's type and its message, whitespace folded.
+
+    Ray's actor errors list details on tab-indented lines (class, actor id, pid, namespace, ip)
+    between the headline and the cause; the cause comes first here, with the ip and pid after it."""
     cause = getattr(error, "cause", None)  # a RayTaskError carries the unit's own exception
     shown = cause if isinstance(cause, BaseException) else error
-    text = " ".join(f"{type(shown).__name__}: {shown}".split())
+    lines = str(shown).splitlines()
+    details = dict(line.strip().split(": ", 1) for line in lines if line.startswith("\t") and ": " in line)
+    where = ", ".join(f"{key} {details[key]}" for key in ("ip", "pid") if key in details)
+    text = " ".join(" ".join(line for line in lines if not line.startswith("\t")).split())
+    text = f"{type(shown).__name__}: {text}" + (f" ({where})" if where else "")
     return text if len(text) <= limit else text[: limit - 1] + "…"
