@@ -3,12 +3,13 @@ a head and a worker node, one CPU and one measuring slot each), shared by the mo
 
 A Ray run stores the same (point, variant) rows as a local run of the suite, each saying its node;
 a worker node killed mid-run costs the unit it was measuring (failed, with the reason) and nothing
-else; a driver killed with SIGKILL leaves a run that --resume finishes on the cluster; a retried
-unit is told apart. Skipped, saying why, without Ray.
+else, as does a unit that raises; Ctrl-C and then a driver killed with SIGKILL leave a run that
+--resume finishes on the cluster; a retried unit is told apart. Skipped, saying why, without Ray.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -113,12 +114,20 @@ def test_dry_run_lists_the_units_and_the_nodes_with_their_slots(cluster: Cluster
         assert any(node.node_id[:8] in line and "CPUs 1" in line and "measuring slots 1" in line for line in lines)
 
 
-def test_a_unit_started_again_is_told_apart(cluster: Cluster) -> None:
+def test_a_unit_that_raises_fails_alone_and_a_unit_started_again_is_told_apart(cluster: Cluster,
+                                                                                  tmp_path: Path) -> None:
+    from harness.run.cluster.driver import cluster_backend
     from harness.run.cluster.ledger import attempt, start_ledger
     from harness.run.cluster.unit import stamp
+    from harness.run.points import points
 
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
+    tasks = expand(load_suite(tiny_suite(tmp_path / "s.yaml"), ONE_ROUND))
+    broken, fine = points(tasks)
+    broken = [dataclasses.replace(t, device="tpu") for t in broken]  # get_device raises on the node
+    with cluster_backend(cluster.address, tasks, 1) as backend:
+        came_back = dict((p[0].seq_len, rows) for p, rows in backend.measure(None, [broken, fine], lambda _: None))
+        # The ledger counts starts: a task Ray starts again (allowed one retry here, to see it)
+        # learns it is attempt 1.
         ledger = start_ledger()
 
         def dies_on_first_attempt(ledger: Any) -> int | None:
@@ -127,13 +136,13 @@ def test_a_unit_started_again_is_told_apart(cluster: Cluster) -> None:
                 os._exit(1)  # the worker process crashes: Ray starts the task again
             return started
 
-        # The executor turns retries off; here one is allowed, to see it counted.
         task = ray.remote(dies_on_first_attempt).options(max_retries=1, num_cpus=0)
         assert ray.get(task.remote(ledger), timeout=60) == 1
         assert ray.get(ledger.begin.remote("unit-2")) == 0
-    finally:
-        ray.shutdown()
-    assert stamp([{}], None, 1)[0]["retried"] is True and stamp([{}], None, 0)[0]["retried"] is False
+    failed, ok = came_back[broken[0].seq_len], came_back[fine[0].seq_len]
+    assert [r["status"] for r in failed] == ["failed", "failed"] and [r["status"] for r in ok] == ["ok", "ok"]
+    assert all(r["error"].startswith("ValueError: unknown device 'tpu'") and r["node"] for r in failed)
+    assert stamp([{}], None, 1)[0]["retried"] is True and all(r["retried"] is False for r in ok)
 
 
 def _driver(*args: str) -> subprocess.Popen[str]:
