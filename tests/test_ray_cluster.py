@@ -55,12 +55,15 @@ def cluster() -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
+        address = cluster.address
         cluster.shutdown()
-        # Cluster wrote its address where `ray.init("auto")` looks: put back what was there.
-        if before is None:
-            address_file.unlink(missing_ok=True)
-        else:
-            address_file.write_text(before)
+        # Cluster wrote its address where `ray.init("auto")` looks: put back what was there,
+        # unless another cluster has written its own since.
+        if address_file.exists() and address_file.read_text() == address:
+            if before is None:
+                address_file.unlink()
+            else:
+                address_file.write_text(before)
 
 
 def _keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
