@@ -155,8 +155,20 @@ def machines(manifest: dict[str, Any], df: pd.DataFrame) -> list[dict[str, Any]]
                     "cpu": f"{env.get('cpu_model') or '?'} ({env.get('cpu_cores') or '?'} cores)" if env else fmt.DASH,
                     "gpu": _gpu(env) if env else fmt.DASH, "threads": fmt.plain(env.get("threads")),
                     "torch": fmt.plain(env.get("torch")), "allocator": fmt.plain(env.get("allocator")),
-                    "commit": str(env.get("git_commit") or "")[:12] or fmt.DASH})
+                    "code": _code(env)})
     return out
+
+
+def _code(env: dict[str, Any]) -> str:
+    """The code a machine ran: its commit, or (a cluster node sent the driver's checkout, which
+    has no .git) the digest of its sources and whether it is the driver's."""
+    if env.get("git_commit"):
+        return str(env["git_commit"])[:12] + (" (uncommitted changes)" if env.get("git_dirty") else "")
+    if env.get("source_digest"):
+        same = env.get("runs_driver_code")
+        return f"sources {env['source_digest']}" + ("" if same is None else " (the driver's)" if same
+                                                     else " (NOT the driver's)")
+    return fmt.DASH
 
 
 # ---- failures and skips ----------------------------------------------------------------------
