@@ -9,8 +9,9 @@ the FLOP-ideal speedup) travel across machines, absolute times do not. So ratios
 machine; absolute times only when the two runs' machine fingerprints match, and as information
 otherwise. A cluster run's rows carry their node, and its manifest each node's environment: there
 a row's machine is its node's fingerprint, so a point measured on two different nodes in the two
-runs is not gated on its absolute time either. Likewise exact counts are held equal only between runs of one torch version: torch's
-FLOP counter and kernels change between versions, so a difference there is information.
+runs is not gated on its absolute time either. Likewise exact counts are held equal only between
+runs of one torch version: torch's FLOP counter and kernels change between versions, so a
+difference there is information.
 
 Every statistical check is estimated by timing.py's choice of paired.py's estimators, whose
 method (lockstep pairs, round medians, one round of samples) is the check's note.

@@ -277,7 +277,8 @@ def timing_noise(ok: pd.DataFrame, plan: AxisPlan, keys: list[Any], styler: Styl
             ax.boxplot(boxes, positions=positions, widths=width * 0.8, showfliers=False, manage_ticks=False,
                        medianprops={"color": style["color"], "linewidth": 1.4}, whiskerprops=line,
                        capprops=line, boxprops=line)
-            dots_x = np.concatenate([p + rng.uniform(-width * 0.3, width * 0.3, d.size) for p, d in zip(positions, boxes)])
+            dots_x = np.concatenate([p + rng.uniform(-width * 0.3, width * 0.3, d.size)
+                                     for p, d in zip(positions, boxes)])
             ax.scatter(dots_x, np.concatenate(boxes), s=6, color=style["color"], marker=style["marker"], alpha=0.55,
                        linewidths=0, label=legend_name(variant, backend, extra, plan))
             drew = True
