@@ -38,6 +38,15 @@ pytestmark = pytest.mark.slow
 
 NODE = {"num_cpus": 1, "resources": {SLOT_RESOURCE: 1}}
 ONE_ROUND = ["measure.rounds=1"]  # where what is checked is the bookkeeping, not the timings
+ACCURACY_SUITE = """\
+name: acc
+model: {d_model: 32, n_heads: 2, n_layers: 2, d_ff: 64}
+variants: {baseline: {model: baseline}, reuse: {model: reuse, reuse_ratio: 0.5}}
+sweep: {task: [digits]}
+metrics: [accuracy]
+accuracy: {seeds: [0], train_steps: 10, eval_every: 5}
+measure: {threads: 1}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +126,8 @@ def test_dry_run_lists_the_units_and_the_nodes_with_their_slots(cluster: Cluster
         assert any(node.node_id[:8] in line and "CPUs 1" in line and "measuring slots 1" in line for line in lines)
 
 
-def test_a_unit_that_raises_fails_alone_and_a_unit_started_again_is_told_apart(cluster: Cluster,
-                                                                                  tmp_path: Path) -> None:
+def test_a_unit_that_raises_fails_alone_accuracy_units_run_as_tasks_and_retries_are_told_apart(
+        cluster: Cluster, tmp_path: Path) -> None:
     from harness.run.cluster.driver import cluster_backend
     from harness.run.cluster.ledger import attempt, start_ledger
     from harness.run.cluster.unit import stamp
@@ -127,8 +136,11 @@ def test_a_unit_that_raises_fails_alone_and_a_unit_started_again_is_told_apart(c
     tasks = expand(load_suite(tiny_suite(tmp_path / "s.yaml"), ONE_ROUND))
     broken, fine = points(tasks)
     broken = [dataclasses.replace(t, device="tpu") for t in broken]  # get_device raises on the node
+    (tmp_path / "acc.yaml").write_text(ACCURACY_SUITE)
+    (accuracy,) = points(expand(load_suite(tmp_path / "acc.yaml")))  # a Ray task of its own, CPUs only
     with cluster_backend(cluster.address, tasks, 1) as backend:
-        came_back = dict((p[0].seq_len, rows) for p, rows in backend.measure(None, [broken, fine], lambda _: None))
+        came_back = {p[0].point_id: rows for p, rows in backend.measure(None, [broken, fine, accuracy], lambda _: None)}
+        recorded = backend.record()
         # The ledger counts starts: a task Ray starts again (allowed one retry here, to see it)
         # learns it is attempt 1.
         ledger = start_ledger()
@@ -142,10 +154,12 @@ def test_a_unit_that_raises_fails_alone_and_a_unit_started_again_is_told_apart(c
         task = ray.remote(dies_on_first_attempt).options(max_retries=1, num_cpus=0)
         assert ray.get(task.remote(ledger), timeout=60) == 1
         assert ray.get(ledger.begin.remote("unit-2")) == 0
-    failed, ok = came_back[broken[0].seq_len], came_back[fine[0].seq_len]
+    failed, ok, trained = (came_back[unit[0].point_id] for unit in (broken, fine, accuracy))
     assert [r["status"] for r in failed] == ["failed", "failed"] and [r["status"] for r in ok] == ["ok", "ok"]
     assert all(r["error"].startswith("ValueError: unknown device 'tpu'") and r["node"] for r in failed)
     assert stamp([{}], None, 1)[0]["retried"] is True and all(r["retried"] is False for r in ok)
+    assert [r["status"] for r in trained] == ["ok", "ok"] and all(r["accuracy_mean"] is not None for r in trained)
+    assert {r["node"] for r in trained} <= set(recorded["nodes"]) and all(r["retried"] is False for r in trained)
 
 
 def _driver(*args: str) -> subprocess.Popen[str]:

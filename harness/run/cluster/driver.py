@@ -13,6 +13,7 @@ and the measurers' workers are killed: no half-measured unit is stored, so resum
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections import deque
@@ -88,7 +89,9 @@ class ClusterBackend:
     def record(self) -> dict[str, Any]:
         overhead = ({"units": len(self.overheads), "mean": round(fmean(self.overheads), 4),
                      "max": round(max(self.overheads), 4)} if self.overheads else None)
-        return {"kind": "ray", **self.session.record(), "code": self.code, "nodes": self.nodes,
+        # Copies: the runner compares this record with the last one it wrote, so it must not
+        # share the dicts that later units change.
+        return {"kind": "ray", **self.session.record(), "code": dict(self.code), "nodes": copy.deepcopy(self.nodes),
                 # Of the latest session: per timing unit, its round trip on the driver less its time
                 # on the node (what the executor adds per unit, bench_ray.py), and once per session
                 # the wait for the first measurer (a Ray worker, its fork server, the fingerprint).
@@ -174,11 +177,10 @@ class ClusterBackend:
             flights[measurer.handle.measure.remote(unit)] = Flight(unit, measurer, time.monotonic())
 
     def _submit_shared(self, shared: list[Unit], ledger: Any, flights: dict[Any, Flight]) -> None:
-        remote = ray.remote(measure_shared)
+        remote = ray.remote(max_calls=1)(measure_shared)  # a fresh process per unit (not an .options() key)
         for unit in shared:
-            task = remote.options(
-                num_cpus=max(self.threads or 1, 1), num_gpus=unit.gpus, max_calls=1,  # a fresh process per unit
-                max_retries=0, retry_exceptions=False)
+            task = remote.options(num_cpus=max(self.threads or 1, 1), num_gpus=unit.gpus, max_retries=0,
+                                  retry_exceptions=False)
             flights[task.remote(unit, ledger, self.threads)] = Flight(unit, None, time.monotonic())
 
     def _land(self, flight: Flight, ref: Any, pool: MeasurerPool) -> tuple[list[PointTask], list[dict[str, Any]], str]:
