@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -13,6 +14,12 @@ import ray
 from harness.run.cluster.code import shipping_runtime_env
 from harness.run.cluster.settings import NAMESPACE, SLOT_RESOURCE, ClusterError, check_address
 from harness.run.executor import CODE_ROOT
+
+
+# How long the head's port may take to accept a connection. Ray itself retries an address that
+# does not answer for minutes before it gives up; a wrong address should fail at once.
+PROBE_S = 10.0
+NO_CLUSTER = "no running Ray cluster is known here (no RAY_ADDRESS, none started on this machine)"
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,14 @@ def connect(address: str | None) -> Iterator[Session]:
     as the job's working directory, or, without an address, start a local Ray instance whose one
     node has this machine's CPUs and GPUs and one measuring slot; disconnect (and stop the local
     instance) after. A cluster that cannot be reached is a ClusterError (exit 2)."""
+    hint = ""
     if address is not None:
         check_address(address)
+        if address == "auto":
+            hint = (f"; start one with `ray start --head --resources='{{\"{SLOT_RESOURCE}\": 1}}'`, or leave out "
+                    "--ray-address to start a local instance for the run")
+        if (why := _unreachable(address)) is not None:
+            raise ClusterError(f"could not connect to the Ray cluster at {address}: {why}{hint}")
     quiet = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address is None:
@@ -45,10 +58,34 @@ def connect(address: str | None) -> Iterator[Session]:
     except (ConnectionError, TimeoutError, ValueError, RuntimeError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        hint = ("; start one with `ray start --head` or leave out --ray-address to start a local instance for the run"
-                if address == "auto" else "")
+        if address is not None and os.environ.get("RAY_AUTH_MODE") != "token":
+            # Something answered (the probe passed), so a refused token is the likely cause: `ray
+            # start` clusters require one by default from Ray 2.59 on, and Ray says so only in its log.
+            hint += ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token here too, with its "
+                     "token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
         raise ClusterError(f"could not connect to {where}: {first}{hint}") from None
     try:
         yield Session(address=address, ships_code=address is not None, ray_version=ray.__version__)
     finally:
         ray.shutdown()
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at `address` (`auto` resolved as Ray resolves it), or None if something
+    does or the address cannot be resolved here (then Ray's own error says what is wrong)."""
+    target = address.removeprefix("ray://")
+    if not address.startswith("ray://"):
+        try:  # Ray's own resolution: `auto` is the cluster this machine last joined or started
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address(address) or ""
+        except Exception as error:  # noqa: BLE001 - a private helper; its absence or complaint is Ray's to report
+            return NO_CLUSTER if address == "auto" and isinstance(error, ConnectionError) else None
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return NO_CLUSTER if address == "auto" else None
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_S).close()
+    except OSError as error:
+        return f"nothing answers at {host}:{port} ({error.strerror or error})"
+    return None
