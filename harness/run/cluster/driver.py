@@ -32,7 +32,7 @@ from harness.run.cluster.pool import Measurer, MeasurerPool
 from harness.run.cluster.ledger import start_ledger
 from harness.run.cluster.remote import measure_shared
 from harness.run.cluster.session import Session, connect
-from harness.run.cluster.settings import ClusterError, require_ray
+from harness.run.cluster.settings import ClusterError, count, require_ray
 from harness.run.cluster.unit import Unit, UnitResult, failed_rows, failure_reason
 from harness.run.environment import git_state
 from harness.run.executor import CODE_ROOT
@@ -105,12 +105,14 @@ class ClusterBackend:
         pool = MeasurerPool(self.threads, ledger, self.code["source_digest"])
         flights: dict[Any, Flight] = {}
         waiting_since: float | None = None
-        began, finished = time.monotonic(), False
+        began, finished, last = time.monotonic(), False, ""
         try:
             while timing or flights or shared:
                 if timing or any(f.measurer for f in flights.values()):
                     pool.reconcile()
                     self._dispatch(timing, pool, flights)
+                    say(f"{pool.busy()} of {count(pool.size(), 'measuring slot')} busy, "
+                        f"{count(len(timing), 'unit')} queued{last}")
                     waiting_since = self._patience(timing, pool, waiting_since, say)
                 elif shared:
                     # Timing done: measurers go, their cores back to Ray, and the accuracy units,
@@ -127,7 +129,9 @@ class ClusterBackend:
                 for ref in ready:
                     if ref in flights:
                         point, rows, node = self._land(flights.pop(ref), ref, pool)
-                        say(f"{pool.busy()} of {pool.size()} measuring slots busy; last {describe(point)} on {node}")
+                        last = f"; last: {describe(point)} on {node}"
+                        if not timing and not any(f.measurer for f in flights.values()):
+                            say(f"{count(len(flights), 'accuracy unit')} running{last}" if flights else f"done{last}")
                         yield point, rows
                     else:
                         if (warning := pool.reported(ref)) is not None:

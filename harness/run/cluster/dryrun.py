@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.run.cluster.nodes import cluster_nodes, measuring_nodes, no_slot_error
 from harness.run.cluster.session import connect
+from harness.run.cluster.settings import count
 from harness.run.cluster.unit import Unit
 from harness.run.points import describe, points
 from harness.suite.estimate import estimate_seconds
@@ -27,18 +28,15 @@ def cluster_dry_run(suite: Suite, address: str | None) -> list[str]:
     where = f"Ray cluster at {address}" if address else "a local Ray instance (started for the run)"
     slots = sum(n.slots for n in measuring_nodes(nodes))
     alive = [n for n in nodes if n.alive]
-    lines.append(f"{where}: Ray {session.ray_version}, {_count(len(alive), 'node')} alive, "
-                 f"{_count(slots, 'measuring slot')}")
+    lines.append(f"{where}: Ray {session.ray_version}, {count(len(alive), 'node')} alive, "
+                 f"{count(slots, 'measuring slot')}")
     lines += [node.describe() for node in nodes]
     timing = [u for u in units if not u.shares_node]
     if timing and not slots:
         lines.append(f"cannot run: {no_slot_error(address)}")
     else:
         minutes = estimate_seconds(tasks, suite.measure) / 60 / max(slots, 1)
-        lines.append(f"estimated time: {minutes:.1f} min with {_count(max(slots, 1), 'slot')} busy at once (the "
+        lines.append(f"estimated time: {minutes:.1f} min with {count(max(slots, 1), 'slot')} busy at once (the "
                      "local estimate spread over the slots; rough)")
     return lines
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")

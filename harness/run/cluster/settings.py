@@ -42,3 +42,8 @@ def require_ray() -> None:
 def slot_node_command(head: str = "HEAD_IP:6379", slots: int = 1) -> str:
     """How to start a node that measures: joined to the head, advertising its measuring slot."""
     return f"ray start --address={head} --resources='{{\"{SLOT_RESOURCE}\": {slots}}}'"
+
+
+def count(n: int, noun: str) -> str:
+    """`n noun`, the noun in the plural unless n is 1 (status lines and the dry run)."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
