@@ -3,8 +3,10 @@ a head and a worker node, one CPU and one measuring slot each), shared by the mo
 
 A Ray run stores the same (point, variant) rows as a local run of the suite, each saying its node;
 a worker node killed mid-run costs the unit it was measuring (failed, with the reason) and nothing
-else, as does a unit that raises; Ctrl-C and then a driver killed with SIGKILL leave a run that
---resume finishes on the cluster; a retried unit is told apart. Skipped, saying why, without Ray.
+else, as does a unit that raises; accuracy units run as tasks of their own; Ctrl-C and then a
+driver killed with SIGKILL leave a run that --resume finishes on the cluster; a retried unit is
+told apart; nodes running other code than the driver's measure nothing. Skipped, saying why,
+without Ray.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from conftest import ROOT, tiny_suite  # noqa: E402
 from harness.results.store import RunDir  # noqa: E402
 from harness.run.cluster.code import source_digest  # noqa: E402
 from harness.run.cluster.dryrun import cluster_dry_run  # noqa: E402
-from harness.run.cluster.settings import SLOT_RESOURCE  # noqa: E402
+from harness.run.cluster.settings import SLOT_RESOURCE, ClusterError  # noqa: E402
 from harness.run.runner import RunOptions, resume, start  # noqa: E402
 from harness.suite.loading import load_suite  # noqa: E402
 from harness.suite.sweep import expand  # noqa: E402
@@ -126,9 +128,9 @@ def test_dry_run_lists_the_units_and_the_nodes_with_their_slots(cluster: Cluster
         assert any(node.node_id[:8] in line and "CPUs 1" in line and "measuring slots 1" in line for line in lines)
 
 
-def test_a_unit_that_raises_fails_alone_accuracy_units_run_as_tasks_and_retries_are_told_apart(
+def test_a_raising_unit_fails_alone_accuracy_units_run_as_tasks_retries_are_told_and_other_code_refused(
         cluster: Cluster, tmp_path: Path) -> None:
-    from harness.run.cluster.driver import cluster_backend
+    from harness.run.cluster.driver import ClusterWarning, cluster_backend
     from harness.run.cluster.ledger import attempt, start_ledger
     from harness.run.cluster.unit import stamp
     from harness.run.points import points
@@ -154,6 +156,11 @@ def test_a_unit_that_raises_fails_alone_accuracy_units_run_as_tasks_and_retries_
         task = ray.remote(dies_on_first_attempt).options(max_retries=1, num_cpus=0)
         assert ray.get(task.remote(ledger), timeout=60) == 1
         assert ray.get(ledger.begin.remote("unit-2")) == 0
+        # Nodes whose sources differ from the driver's measure nothing: here the driver claims other code.
+        backend.code["source_digest"] = "0" * 16
+        with pytest.raises(ClusterError, match="no measuring node runs this checkout's code.*imports other code"), \
+                pytest.warns(ClusterWarning, match="imports other code than this checkout"):
+            list(backend.measure(None, [fine], lambda _: None))
     failed, ok, trained = (came_back[unit[0].point_id] for unit in (broken, fine, accuracy))
     assert [r["status"] for r in failed] == ["failed", "failed"] and [r["status"] for r in ok] == ["ok", "ok"]
     assert all(r["error"].startswith("ValueError: unknown device 'tpu'") and r["node"] for r in failed)
