@@ -12,6 +12,8 @@ from typing import Any
 from harness.suite.sweep import group_key
 from harness.suite.task import PointTask
 
+PointRows = tuple[list[PointTask], list[dict[str, Any]]]  # a point, and the rows it came back with
+
 
 def points(tasks: list[PointTask]) -> list[list[PointTask]]:
     """Group tasks into points (measured together), keeping the sweep's order."""

@@ -33,7 +33,7 @@ from harness.run.cluster.settings import check_address
 from harness.run.environment import environment
 from harness.run.executor import CommandExecutor, Executor
 from harness.run.forkserver import ForkServerExecutor
-from harness.run.points import describe, points
+from harness.run.points import PointRows, describe, points
 from harness.run.rounds import measure_point, measure_tasks
 from harness.suite.loading import Suite
 from harness.suite.sweep import expand
@@ -84,7 +84,6 @@ class RunOutcome:
         return 1 if self.counts.get("failed", 0) else 0
 
 
-PointRows = tuple[list[PointTask], list[dict[str, Any]]]  # a point, and the rows it came back with
 Say = Callable[[str], None]                                # a status line for the progress bar
 
 

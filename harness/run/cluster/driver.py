@@ -27,19 +27,17 @@ from ray.exceptions import RayActorError, RayError
 
 from harness.results.store import RunDir
 from harness.run.cluster.code import source_digest
+from harness.run.cluster.ledger import start_ledger
 from harness.run.cluster.nodes import cluster_nodes, measuring_nodes, no_slot_error
 from harness.run.cluster.pool import Measurer, MeasurerPool
-from harness.run.cluster.ledger import start_ledger
 from harness.run.cluster.remote import measure_shared
 from harness.run.cluster.session import Session, connect
 from harness.run.cluster.settings import ClusterError, count, require_ray
 from harness.run.cluster.unit import Unit, UnitResult, failed_rows, failure_reason
 from harness.run.environment import git_state
 from harness.run.executor import CODE_ROOT
-from harness.run.points import describe, points
+from harness.run.points import PointRows, describe, points
 from harness.suite.task import PointTask
-
-PointRows = tuple[list[PointTask], list[dict[str, Any]]]
 
 # How long ray.wait blocks before the driver looks at the cluster again, and how long timing units
 # may wait with no node able to measure them before the run stops (resumable) instead of hanging.
