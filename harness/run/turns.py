@@ -30,9 +30,17 @@ class Turns:
     def __init__(self, go_path: str | None = None, done_path: str | None = None) -> None:
         self._go = self._done = -1
         if go_path and done_path:
-            # The conductor holds both FIFOs open read-write, so neither open blocks.
-            self._go = os.open(go_path, os.O_RDONLY)
-            self._done = os.open(done_path, os.O_WRONLY)
+            # The conductor holds both FIFOs open read-write, so neither open blocks while it lives.
+            # If it died first (its process killed, or a cluster node with it), a blocking open would
+            # wait forever for a partner: open without blocking instead, and go on alone.
+            self._go = os.open(go_path, os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(self._go, True)  # a read waits for the turn, or ends at EOF
+            try:
+                self._done = os.open(done_path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: nobody reads the other end, the conductor is gone
+                self._detach()
+                return
+            os.set_blocking(self._done, True)
 
     @classmethod
     def from_env(cls) -> "Turns":
