@@ -198,3 +198,31 @@ def test_without_grad_a_layer_hands_on_only_the_heads_read_later() -> None:
         for qk in read:
             for t in (qk.q, qk.k):
                 assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), case
+
+
+@pytest.mark.parametrize("source", ["previous", "first"])
+@pytest.mark.parametrize("reuse_heads", [1, 2])
+def test_inference_peak_is_the_baselines_plus_the_origin_q_and_k_alone(source: str, reuse_heads: int) -> None:
+    # Known allocation sizes: without grad, a recomputing model's peak (in its FFN, where the
+    # SDPA baseline's is too) exceeds the baseline's by exactly the q and k of the K origin heads
+    # that some later layer still reads, 2·K·d_head·B·T elements, and by nothing else: what a layer
+    # received dies after its attention (models.transformer.Inbox), not after its FFN.
+    from harness.measure.devices import CpuDevice
+
+    shape = dict(d_model=64, n_heads=4, n_layers=4, d_ff=256, vocab_size=50, max_len=256, backend="sdpa")
+    B_, T_ = 2, 128
+    peaks = {}
+    for name, config in {"baseline": {}, "reuse": dict(reuse_heads=reuse_heads, reuse_source=source,
+                                                       reuse_impl="recompute")}.items():
+        torch.manual_seed(0)
+        model = build_model(name, {**shape, **config}).eval()
+        x, _ = make_inputs(model.config, B_, T_)
+
+        def step(model: torch.nn.Module = model, x: Tensor = x) -> None:
+            with torch.no_grad():
+                model(x)
+
+        step()
+        peaks[name] = CpuDevice().step_memory(step).peak_bytes
+    d_head = shape["d_model"] // shape["n_heads"]
+    assert peaks["reuse"] - peaks["baseline"] == 2 * reuse_heads * d_head * B_ * T_ * 4
