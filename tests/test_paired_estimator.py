@@ -108,3 +108,24 @@ def test_round_medians_cover_unpaired_rounds(model: Noise) -> None:
 def test_t_critical_matches_tables() -> None:
     for confidence, df, t in ((0.95, 1, 12.706), (0.95, 7, 2.365), (0.99, 3, 5.841), (0.95, 1e9, 1.960)):
         assert stats.t_critical(confidence, df) == pytest.approx(t, rel=1e-3)
+
+
+@pytest.mark.parametrize("log_speedup", [0.0, 0.06, 0.2])
+def test_bench_noises_flip_chance_is_the_disagreement_of_two_independent_runs(log_speedup: float) -> None:
+    # benchmarks/bench_noise.py prints, per point, how often two runs would disagree on the verdict
+    # if the intervals are as the estimator says: it must be the rate two simulated runs disagree.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_noise import flip_chance
+
+    from harness.compare import fmt
+
+    rng, rounds, sd = np.random.default_rng(7), 3, 0.03
+    runs = [[from_rounds(log_speedup + sd * rng.standard_normal(rounds), 0.95, "sim", paired=True)
+             for _ in range(2)] for _ in range(TRIALS)]
+    seen = np.mean([len({fmt.outcome(c.estimate, c.low, c.high) for c in pair}) > 1 for pair in runs])
+    ratio = math.exp(log_speedup)  # the truth as a contrast: its standard error and df are what matter
+    truth = Contrast(ratio, ratio, ratio, math.nan, sd / math.sqrt(rounds), rounds - 1, "sim")
+    assert abs(flip_chance((truth, truth)) - seen) < 0.04
