@@ -3,6 +3,8 @@
     python benchmarks/bench_models.py                        # the table: n in {256, 1024, 2048}, forward and train
     python benchmarks/bench_models.py --n 1024 --modes train  # some of it
     python benchmarks/bench_models.py --quick                # smoke run: a tiny model, n = 64, forward
+    python benchmarks/bench_models.py --variants baseline-sdpa reuse --impl recompute --threads 1 --rounds 8
+                                                             # recompute against SDPA alone, at decision size
 
 The variants are suites/implementations.yaml's: the baseline eager, on SDPA and compiled (SDPA);
 reuse (ratio 0.5) from each source (previous, first) in each implementation (materialize,
@@ -61,6 +63,14 @@ def bench_suite(args: argparse.Namespace) -> dict[str, Any]:
     # Rounds of fresh workers are what a paired interval is computed over (Student's t, rounds - 1
     # degrees of freedom): the suite's 2 give one, too wide to tell 0.97x from 1.03x.
     suite["measure"].update(threads=args.threads, max_seconds=args.budget, rounds=args.rounds)
+    if args.variants:  # a part of the table, e.g. recompute against the SDPA baseline alone
+        unknown = sorted(set(args.variants) - set(suite["variants"]))
+        if unknown:
+            raise SystemExit(f"--variants: {', '.join(unknown)} not in {SUITE.name} "
+                             f"(it has {', '.join(suite['variants'])})")
+        suite["variants"] = {k: v for k, v in suite["variants"].items() if k in args.variants}
+    if args.impl:
+        sweep["reuse_impl"] = args.impl
     if args.quick:
         suite["measure"].update(min_reps=2, max_reps=4, timeout=300)
     return suite
@@ -222,6 +232,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--budget", type=float, default=7.0,
                     help="seconds of timed steps per variant and point, shared by its rounds")
     ap.add_argument("--rounds", type=int, help="rounds of fresh workers per point (default 4; --quick: 1)")
+    ap.add_argument("--variants", nargs="+", metavar="LABEL",
+                    help="only these of implementations.yaml's variants (default: all)")
+    ap.add_argument("--impl", nargs="+", choices=["materialize", "recompute"],
+                    help="only these reuse implementations (default: both)")
     ap.add_argument("--profile", choices=["slower", "always", "never"],
                     help="profile a recompute form against its baseline when it is slower (default; --quick: "
                          "never), always, or never")
