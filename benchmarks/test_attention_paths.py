@@ -25,7 +25,8 @@ import pytest
 import torch
 
 from models.config import TransformerConfig
-from models.transformer import AttentionProbs, Transformer
+from models.handoff import AttentionProbs
+from models.transformer import Transformer
 
 LAYER = 2           # the first layer where reuse_source "previous" and "first" differ
 SIZES = (128, 512)

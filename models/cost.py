@@ -160,8 +160,8 @@ def _flops(cfg: TransformerConfig, B: int, T: int, mode: Mode, sdpa: SdpaPath) -
 def reused_chunks(cfg: TransformerConfig) -> tuple[tuple[int, ...], ...]:
     """Head counts of the probability chunks each layer's reused heads arrive in.
 
-    Mirrors AttentionProbs.first and ReuseAttention._hand_on: a chunk taken whole stays one
-    chunk, a partly taken one arrives as single-head views. It decides what P·V keeps (a
+    Mirrors models.handoff.AttentionProbs.first and ReuseAttention._hand_on: a chunk taken whole
+    stays one chunk, a partly taken one arrives as single-head views. It decides what P·V keeps (a
     multi-head slice of v is copied, a single-head one is a view).
     """
     plan = ReusePlan.from_config(cfg)

@@ -15,8 +15,9 @@ ways (`cfg.reuse_impl`), with the same outputs up to float rounding:
   - materialize (the reference's way): a head whose probabilities some later layer reads is
     computed the slow, materialized way; `ReusePlan` (models/plan.py) works out, once per model,
     exactly which heads those are, and every other head goes through SDPA when backend="sdpa".
-    Handed-on probabilities travel as `AttentionProbs`, a list of per-head-group chunks, so taking
-    "the first K heads" or prepending new heads never copies an n x n tensor.
+    Handed-on probabilities travel as `AttentionProbs` (models/handoff.py), a list of
+    per-head-group chunks, so taking "the first K heads" or prepending new heads never copies an
+    n x n tensor.
   - recompute: a reused row is softmax(q_src k_srcᵀ / sqrt(hs)), so P_src·v = SDPA(q_src, k_src, v).
     A layer keeps its origin heads' q and k (`QueryKey`, (B, T, h, hs)) instead of their
     probabilities and runs all H heads, new and reused, through one SDPA call: memory stays linear
@@ -43,83 +44,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from models.config import TransformerConfig
+from models.handoff import AttentionProbs, HandedOn, Inbox, QueryKey, Received
 from models.plan import ReusePlan
-
-
-# ---------------------------------------------------------------------------------------------
-# Probabilities handed between layers
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AttentionProbs:
-    """Post-softmax attention probabilities of some heads, as chunks of shape (B, h_i, T, T)."""
-
-    chunks: tuple[Tensor, ...]
-
-    @property
-    def n_heads(self) -> int:
-        return sum(c.shape[1] for c in self.chunks)
-
-    def first(self, k: int) -> "AttentionProbs":
-        """The first k heads, as views (no copy)."""
-        if k > self.n_heads:
-            raise ValueError(f"asked for {k} heads, only {self.n_heads} were handed on")
-        taken: list[Tensor] = []
-        remaining = k
-        for chunk in self.chunks:
-            if remaining == 0:
-                break
-            take = min(remaining, chunk.shape[1])
-            if take == chunk.shape[1]:
-                taken.append(chunk)
-            else:
-                # A multi-head slice (B, take, T, T) of a wider chunk cannot fold B and heads into one
-                # batch dim, so `@` would copy it whole; single-head views fold for free.
-                taken.extend(chunk[:, h:h + 1] for h in range(take))
-            remaining -= take
-        return AttentionProbs(tuple(taken))
-
-    def then(self, other: "AttentionProbs") -> "AttentionProbs":
-        return AttentionProbs(self.chunks + other.chunks)
-
-
-@dataclass(frozen=True)
-class QueryKey:
-    """Queries and keys of some heads, (B, T, h, hs) each: all a recomputed head needs of its origin."""
-
-    q: Tensor
-    k: Tensor
-
-    @property
-    def n_heads(self) -> int:
-        return self.q.shape[2]
-
-    def heads(self, start: int, stop: int) -> "QueryKey":
-        return QueryKey(self.q[:, :, start:stop], self.k[:, :, start:stop])   # views
-
-
-# What a layer hands on (materialize: probabilities; recompute: q and k of its read heads), and
-# what a reusing layer receives (recompute: one QueryKey per run of consecutive origin heads).
-HandedOn = AttentionProbs | QueryKey
-Received = AttentionProbs | tuple[QueryKey, ...] | None
-
-
-class Inbox:
-    """What a layer receives, handed over once: `take()` gives it and forgets it.
-
-    nn.Module.__call__ keeps its arguments alive until the call returns, so a received tensor passed
-    plainly to a Block would live through the block's FFN. Without grad nothing else needs it after
-    attention: at ratio 0.5 a layer's received q and k are (B, T, C), +8% of an inference pass's
-    peak if they stay alive through the FFN. (With grad autograd keeps them either way.)
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: Received) -> None:
-        self._value = value
-
-    def take(self) -> Received:
-        value, self._value = self._value, None
-        return value
 
 
 @dataclass(frozen=True)

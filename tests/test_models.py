@@ -19,8 +19,8 @@ from models.cost import param_count
 from models.flops import count_flops
 from models.registry import UnknownModelError, build_model
 from models.plan import ReusePlan
-from models.transformer import (AttentionProbs, QueryKey, ReuseAttention, Transformer, _Probabilities, loss_fn,
-                                make_inputs)
+from models.handoff import AttentionProbs, QueryKey
+from models.transformer import ReuseAttention, Transformer, _Probabilities, loss_fn, make_inputs
 
 B, T = 2, 13  # T differs from every model width below, so T×T tensors are recognisable by shape
 

@@ -206,7 +206,7 @@ def test_inference_peak_is_the_baselines_plus_the_origin_q_and_k_alone(source: s
     # Known allocation sizes: without grad, a recomputing model's peak (in its FFN, where the
     # SDPA baseline's is too) exceeds the baseline's by exactly the q and k of the K origin heads
     # that some later layer still reads, 2·K·d_head·B·T elements, and by nothing else: what a layer
-    # received dies after its attention (models.transformer.Inbox), not after its FFN.
+    # received dies after its attention (models.handoff.Inbox), not after its FFN.
     from harness.measure.devices import CpuDevice
 
     shape = dict(d_model=64, n_heads=4, n_layers=4, d_ff=256, vocab_size=50, max_len=256, backend="sdpa")

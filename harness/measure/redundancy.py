@@ -45,7 +45,8 @@ from harness.measure.similarity import Redundancy, head_similarity, summarize
 from harness.suite.task import PointTask
 from harness.tasks import Task
 from models.registry import build_model
-from models.transformer import Received, ReuseAttention, Transformer, make_inputs, torch_dtype
+from models.handoff import Received
+from models.transformer import ReuseAttention, Transformer, make_inputs, torch_dtype
 
 # The first this many held-out inputs are the batch every model of an accuracy suite is measured
 # on: enough queries that the mean is stable, small enough that a layer's probabilities stay small.
